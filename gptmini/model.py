@@ -1,0 +1,381 @@
+"""The GPT model: token (+ position) embeddings, a stack of pre-LayerNorm blocks, an LM head.
+
+Parameter names follow GPT-2 (and nanoGPT): ``transformer.wte``, ``transformer.wpe``,
+``transformer.h.{i}.{ln_1,attn,ln_2,mlp}``, ``transformer.ln_f``, ``lm_head``, so that GPT-2 weights
+map onto it one to one (see ``hf.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gptmini.attention import ATTN_IMPLS, CausalSelfAttention, KVCache
+from gptmini.positional import POS_ENCODINGS, RotaryEmbedding, SinusoidalPositionalEncoding
+
+WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
+
+
+@dataclass
+class GPTConfig:
+    """Hyperparameters of a GPT; checked when constructed. The defaults are GPT-2 small (124M)."""
+
+    vocab_size: int = 50257
+    block_size: int = 1024  # the context length trained on (the limit of "learned" positions)
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm layers (GPT-2 has them)
+    pos_encoding: str = "learned"  # "learned" | "sinusoidal" | "rope" | "none"
+    tie_weights: bool = True  # the LM head shares its weight with the token embedding
+    rope_base: float = 10000.0
+    layer_norm_eps: float = 1e-5
+    attn_impl: str = "sdpa"  # "sdpa" (fused kernels) | "explicit" (softmax(QKᵀ/√d)V written out)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) so the heads split it evenly"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.pos_encoding not in POS_ENCODINGS:
+            raise ValueError(f"unknown pos_encoding {self.pos_encoding!r}; allowed: {POS_ENCODINGS}")
+        if self.pos_encoding == "rope" and self.head_dim % 2 != 0:
+            raise ValueError(
+                f"pos_encoding 'rope' needs an even head size, got n_embd/n_head = {self.head_dim}"
+            )
+        if self.attn_impl not in ATTN_IMPLS:
+            raise ValueError(f"unknown attn_impl {self.attn_impl!r}; allowed: {ATTN_IMPLS}")
+        for name in ("rope_base", "layer_norm_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GPTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def param_count_formula(self, non_embedding: bool = False) -> int:
+        """The number of parameters in closed form (equal to ``GPT(cfg).num_params``, tested).
+
+        Per block: attention 4d² (+4d biases), MLP 8d² (+5d), two LayerNorms 2d (+2d):
+        12d² + 2d (+11d with biases). Plus the token table V·d, the learned position table T·d,
+        the final LayerNorm d (+d), and V·d for an untied LM head. ``non_embedding`` leaves out the
+        lookup tables (position table; token table unless it doubles as the LM head).
+        """
+        d, V, b = self.n_embd, self.vocab_size, int(self.bias)
+        blocks = self.n_layer * (12 * d * d + 2 * d + 11 * d * b)
+        head = V * d  # tied: the token table *is* the head; untied: a separate V×d matrix
+        token_table = 0 if self.tie_weights else V * d
+        pos_table = self.block_size * d if self.pos_encoding == "learned" else 0
+        total = blocks + (d + d * b) + head
+        return total if non_embedding else total + token_table + pos_table
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: expand to 4·n_embd, GELU (tanh approximation, as GPT-2), project back."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        c = config
+        self.ln_1 = nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps, bias=c.bias)
+        self.attn = CausalSelfAttention(c.n_embd, c.n_head, c.dropout, c.bias, c.attn_impl)
+        self.ln_2 = nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps, bias=c.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rope=None, kv_cache=None, layer=0, need_weights=False):
+        a, weights = self.attn(self.ln_1(x), rope, kv_cache, layer, need_weights)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), weights
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model (GPT-2 architecture, with a choice of positions)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = c = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(c.vocab_size, c.n_embd),
+                drop=nn.Dropout(c.dropout),
+                h=nn.ModuleList(Block(c) for _ in range(c.n_layer)),
+                ln_f=nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps, bias=c.bias),
+            )
+        )
+        if c.pos_encoding == "learned":
+            self.transformer["wpe"] = nn.Embedding(c.block_size, c.n_embd)
+        elif c.pos_encoding == "sinusoidal":
+            self.sinusoidal = SinusoidalPositionalEncoding(c.n_embd, c.block_size)
+        elif c.pos_encoding == "rope":
+            self.rotary = RotaryEmbedding(c.head_dim, c.block_size, c.rope_base)
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        if c.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections into the residual stream by 1/√(2·n_layer), one per sublayer,
+        # so that the stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ----- forward -------------------------------------------------------------------------------
+
+    def _check_idx(self, idx: torch.Tensor, start: int) -> None:
+        if not isinstance(idx, torch.Tensor) or idx.dtype != torch.long:
+            got = idx.dtype if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise ValueError(f"idx must be a torch.int64 (long) tensor of token ids, got {got}")
+        if idx.ndim != 2:
+            raise ValueError(
+                f"idx must have shape (batch, time), got {idx.ndim} dimension(s): {tuple(idx.shape)}"
+            )
+        T, c = idx.shape[1], self.config
+        if c.pos_encoding == "learned" and start + T > c.block_size:
+            raise ValueError(
+                f"sequence length {start + T} exceeds block_size {c.block_size}: learned positions "
+                f"only exist for 0..{c.block_size - 1} (crop the prompt to the last {c.block_size} tokens)"
+            )
+        if idx.numel() and not torch.compiler.is_compiling():  # data-dependent: skipped when compiled
+            lo, hi = int(idx.min()), int(idx.max())
+            bad = lo if lo < 0 else hi
+            if lo < 0 or hi >= c.vocab_size:
+                raise ValueError(f"token id {bad} is outside the vocabulary 0..{c.vocab_size - 1}")
+
+    def _trunk(self, idx, kv_cache=None, need_weights=False):
+        """Embeddings and blocks: idx (B, T) -> (hidden (B, T, C) after ln_f, per-layer weights)."""
+        start = 0 if kv_cache is None else kv_cache.length
+        self._check_idx(idx, start)
+        B, T = idx.shape
+        if kv_cache is not None:
+            kv_cache.check_room(B, T)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        if self.config.pos_encoding == "learned":
+            pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+            x = x + self.transformer.wpe(pos)  # broadcast (T, C) over the batch
+        elif self.config.pos_encoding == "sinusoidal":
+            x = x + self.sinusoidal(start, T).to(x.dtype)
+        elif self.config.pos_encoding == "rope":
+            rope = self.rotary(start, T)  # (cos, sin), each (T, hd/2)
+        x = self.transformer.drop(x)
+        all_weights = []
+        for i, block in enumerate(self.transformer.h):
+            x, weights = block(x, rope, kv_cache, i, need_weights)
+            all_weights.append(weights)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        return self.transformer.ln_f(x), all_weights
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None
+    ):
+        """idx (B, T) int64 -> (logits (B, T, vocab), mean cross-entropy or None).
+
+        ``targets`` (B, T) int64 are the next tokens; -100 marks positions to ignore. With
+        ``kv_cache``, idx are the tokens at positions kv_cache.length.. that follow the cached ones.
+        """
+        x, _ = self._trunk(idx, kv_cache)
+        logits = self.lm_head(x)  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            if targets.shape != idx.shape:
+                raise ValueError(
+                    f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}"
+                )
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        return logits, loss
+
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final hidden states (B, T, n_embd), after the last LayerNorm (input of the LM head)."""
+        return self._trunk(idx)[0]
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
+        """Softmax attention weights of every layer and head: (n_layer, B, n_head, T, T), explicit path."""
+        return torch.stack(self._trunk(idx, need_weights=True)[1])
+
+    def new_kv_cache(
+        self, batch_size: int, max_length: int | None = None, device=None, dtype=None
+    ) -> KVCache:
+        """An empty KV cache for ``batch_size`` sequences of up to ``max_length`` positions.
+
+        ``max_length`` defaults to block_size; it may exceed it except with learned positions.
+        """
+        c = self.config
+        max_length = c.block_size if max_length is None else max_length
+        if not isinstance(max_length, int) or max_length <= 0:
+            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        if c.pos_encoding == "learned" and max_length > c.block_size:
+            raise ValueError(f"max_length {max_length} exceeds block_size {c.block_size} (learned positions)")
+        p = self.transformer.wte.weight
+        return KVCache(
+            c.n_layer,
+            batch_size,
+            c.n_head,
+            c.head_dim,
+            max_length,
+            device=device or p.device,
+            dtype=dtype or p.dtype,
+        )
+
+    def generate(self, *args, **kwargs) -> torch.Tensor:
+        """Sample a continuation: see :func:`gptmini.generate.generate` (same arguments, model first)."""
+        from gptmini.generate import generate
+
+        return generate(self, *args, **kwargs)
+
+    # ----- counting ------------------------------------------------------------------------------
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters counted once each (a tied head is not counted twice); see param_count_formula."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_weights:
+                n -= self.transformer.wte.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token: 6N + 12·L·T·d (N non-embedding parameters, T = seq_len or block_size).
+
+        6N: each weight does a multiply-add (2 FLOPs) per token forward, twice that backward.
+        12·L·T·d: the attention scores QKᵀ and the weighted sum of V, 2·2·T·d per token and layer
+        forward, times three for forward plus backward (Kaplan et al. 2020; PaLM appendix B).
+        """
+        c, T = self.config, seq_len or self.config.block_size
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * T * c.n_embd
+
+    # ----- training ------------------------------------------------------------------------------
+
+    def configure_optimizer(
+        self, weight_decay: float, learning_rate: float, betas=(0.9, 0.95), device_type: str = "cpu"
+    ) -> torch.optim.AdamW:
+        """AdamW with weight decay on matrices (≥ 2-D: linear weights, embeddings) only, fused on CUDA."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},  # biases, LayerNorm gains
+        ]
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(
+            groups, lr=learning_rate, betas=tuple(betas), **({"fused": True} if fused else {})
+        )
+
+    # ----- persistence: safetensors + JSON, never pickle ----------------------------------------
+
+    def _saved_state(self) -> dict[str, torch.Tensor]:
+        state = self.state_dict()
+        if self.config.tie_weights:
+            del state["lm_head.weight"]  # the same tensor as transformer.wte.weight
+        return state
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory/model.safetensors`` and ``directory/config.json``; return the directory."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self._saved_state().items()}
+        save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt", "library": "gptmini"})
+        (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location=None) -> GPT:
+        """Read a model written by :meth:`save`, checking every tensor's name and shape first."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory / name} not found: not a directory written by GPT.save")
+        config = GPTConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        device = torch.device(map_location) if map_location is not None else torch.device("cpu")
+        state = load_file(directory / WEIGHTS_NAME, device=str(device))
+        model = cls(config).to(device)
+        expected = model._saved_state()
+        for name, tensor in state.items():
+            if name not in expected:
+                raise ValueError(f"{directory / WEIGHTS_NAME}: unexpected tensor {name!r} (not in {config})")
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                raise ValueError(
+                    f"{directory / WEIGHTS_NAME}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                    f"the config needs {tuple(expected[name].shape)}"
+                )
+        missing = [name for name in expected if name not in state]
+        if missing:
+            raise ValueError(
+                f"{directory / WEIGHTS_NAME}: missing tensor {missing[0]!r} ({len(missing)} missing)"
+            )
+        model.load_state_dict(state, strict=False)  # strict=False only for the tied lm_head.weight
+        return model
+
+    # ----- GPT-2 interoperability (implemented in hf.py, imported on first use) --------------------
+
+    @classmethod
+    def from_hf(cls, hf_model) -> GPT:
+        """A GPT with the weights of a ``transformers.GPT2LMHeadModel``."""
+        from gptmini.hf import from_hf
+
+        return from_hf(hf_model, cls)
+
+    def to_hf(self):
+        """This model as a ``transformers.GPT2LMHeadModel`` (learned positions and biases required)."""
+        from gptmini.hf import to_hf
+
+        return to_hf(self)
+
+    @classmethod
+    def from_pretrained(cls, name: str = "gpt2", **kwargs) -> GPT:
+        """GPT-2 weights from the Hugging Face hub ("gpt2", "gpt2-medium", ...) or a local directory."""
+        from gptmini.hf import from_pretrained
+
+        return from_pretrained(name, cls, **kwargs)
