@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import operator
 from typing import Any
+
+import regex
 
 
 def _to_id_list(ids: Any, vocab_size: int) -> list[int]:
@@ -102,3 +105,265 @@ class CharTokenizer(_Serialisable):
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+# GPT-2's pre-tokenisation: English contractions, runs of letters, of digits, of other symbols (each
+# with at most one leading space), and whitespace. BPE merges never cross these pieces.
+GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+Pair = tuple[int, int]
+
+
+def _merge_pair(ids: list[int], pair: Pair, new_id: int) -> list[int]:
+    """Replace every non-overlapping occurrence of ``pair`` in ``ids``, left to right, by ``new_id``."""
+    a, b = pair
+    out, i, n = [], 0, len(ids)
+    while i < n:
+        if i < n - 1 and ids[i] == a and ids[i + 1] == b:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def _learn_merges(word_counts: dict[bytes, int], n_merges: int, verbose: bool = False) -> list[Pair]:
+    """Learn up to ``n_merges`` merges from words (byte strings) and their frequencies.
+
+    Each step merges the most frequent adjacent pair; ties go to the smallest ``(a, b)``. The pair
+    counts are built once and then updated only for the words that contain the merged pair; a heap of
+    ``(-count, a, b)`` finds the best pair, and entries made stale by later updates are skipped.
+    """
+    words = [list(w) for w in word_counts]
+    freqs = list(word_counts.values())
+    counts: dict[Pair, int] = {}
+    where: dict[Pair, set[int]] = {}  # pair -> indices of the words that contain it
+    for w, (ids, f) in enumerate(zip(words, freqs, strict=True)):
+        for pair in zip(ids, ids[1:], strict=False):
+            counts[pair] = counts.get(pair, 0) + f
+            where.setdefault(pair, set()).add(w)
+    heap = [(-c, a, b) for (a, b), c in counts.items()]
+    heapq.heapify(heap)
+
+    merges: list[Pair] = []
+    while len(merges) < n_merges and heap:
+        neg, a, b = heapq.heappop(heap)
+        pair = (a, b)
+        current = counts.get(pair, 0)
+        if current != -neg:  # stale entry: the count changed since it was pushed
+            if current > 0:
+                heapq.heappush(heap, (-current, a, b))
+            continue
+        new_id = 256 + len(merges)
+        merges.append(pair)
+        delta: dict[Pair, int] = {}
+        for w in where.pop(pair):
+            old, f = words[w], freqs[w]
+            new = _merge_pair(old, pair, new_id)
+            words[w] = new
+            old_pairs, new_pairs = (
+                list(zip(old, old[1:], strict=False)),
+                list(zip(new, new[1:], strict=False)),
+            )
+            for p in old_pairs:
+                delta[p] = delta.get(p, 0) - f
+            for p in new_pairs:
+                delta[p] = delta.get(p, 0) + f
+            for p in set(old_pairs) - set(new_pairs):
+                if p != pair:
+                    where[p].discard(w)
+            for p in new_pairs:
+                where.setdefault(p, set()).add(w)
+        for p, d in delta.items():
+            if d == 0 or p == pair:
+                continue
+            c = counts.get(p, 0) + d
+            if c > 0:
+                counts[p] = c
+                if d > 0:
+                    heapq.heappush(heap, (-c, *p))
+            else:
+                counts.pop(p, None)
+                where.pop(p, None)
+        del counts[pair]
+        if verbose and (len(merges) % 500 == 0 or len(merges) == n_merges):
+            print(f"merge {len(merges)}/{n_merges}: {pair} -> {new_id} (count {-neg})")
+    return merges
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's map from each byte to a printable character, used by the ``tokenizers`` format."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    mapping, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            mapping[b] = chr(b)
+        else:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+class BPETokenizer(_Serialisable):
+    """Byte-level byte-pair encoding as in GPT-2: 256 byte tokens, learned merges, then special tokens.
+
+    Every string round-trips: ``decode(encode(s)) == s``. Decoding ids whose bytes are not valid
+    UTF-8 on their own (half of a multi-byte character, say) puts U+FFFD in their place, as GPT-2 does.
+    """
+
+    def __init__(
+        self, merges: list[Pair], special_tokens: tuple[str, ...] = (), pattern: str = GPT2_SPLIT_PATTERN
+    ):
+        self.pattern = pattern
+        self.split = regex.compile(pattern)
+        self.merges: list[tuple[Pair, int]] = [((int(a), int(b)), 256 + i) for i, (a, b) in enumerate(merges)]
+        self.ranks: dict[Pair, int] = dict(self.merges)  # pair -> new id; a smaller id was learned earlier
+        self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(256)}
+        for (a, b), new_id in self.merges:
+            if a not in self.vocab or b not in self.vocab:
+                raise ValueError(f"merge {new_id} joins ({a}, {b}), but only ids below {new_id} exist yet")
+            self.vocab[new_id] = self.vocab[a] + self.vocab[b]
+        first = 256 + len(self.merges)
+        self.special_tokens: dict[str, int] = {s: first + i for i, s in enumerate(special_tokens)}
+        if len(self.special_tokens) != len(special_tokens) or "" in self.special_tokens:
+            raise ValueError(f"special tokens must be distinct non-empty strings, got {special_tokens!r}")
+        for s, i in self.special_tokens.items():
+            self.vocab[i] = s.encode("utf-8")
+        self._cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def train(
+        cls,
+        text: str,
+        vocab_size: int = 512,
+        special_tokens: tuple[str, ...] = ("<|endoftext|>",),
+        verbose: bool = False,
+    ) -> BPETokenizer:
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text`` (fewer if it runs out of pairs)."""
+        special_tokens = tuple(special_tokens)
+        n_merges = vocab_size - 256 - len(special_tokens)
+        if n_merges < 0:
+            raise ValueError(
+                f"vocab_size={vocab_size} is too small; it must be at least 256 bytes + "
+                f"{len(special_tokens)} special tokens = {256 + len(special_tokens)}"
+            )
+        # Special tokens written in the text are not learned from: split them out first.
+        chunks = (
+            regex.split("|".join(regex.escape(t) for t in special_tokens), text) if special_tokens else [text]
+        )
+        word_counts: dict[str, int] = {}
+        for chunk in chunks:
+            for piece in regex.findall(GPT2_SPLIT_PATTERN, chunk):
+                word_counts[piece] = word_counts.get(piece, 0) + 1
+        word_counts = {w.encode("utf-8"): f for w, f in word_counts.items()}
+        merges = _learn_merges(word_counts, n_merges, verbose=verbose)
+        return cls(merges, special_tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def _encode_piece(self, piece: str) -> list[int]:
+        """BPE on one pre-split piece: apply the earliest-learned merge present until none applies."""
+        ids = self._cache.get(piece)
+        if ids is not None:
+            return ids
+        ids = list(piece.encode("utf-8"))
+        while len(ids) >= 2:
+            pair = min(zip(ids, ids[1:], strict=False), key=lambda p: self.ranks.get(p, _NEVER))
+            if pair not in self.ranks:
+                break
+            ids = _merge_pair(ids, pair, self.ranks[pair])
+        if len(self._cache) < _CACHE_SIZE:
+            self._cache[piece] = ids
+        return ids
+
+    def _encode_ordinary(self, s: str) -> list[int]:
+        out: list[int] = []
+        for piece in self.split.findall(s):
+            out.extend(self._encode_piece(piece))
+        return out
+
+    def encode(self, s: str, allowed_special: str | set[str] = "none") -> list[int]:
+        """Token ids of ``s``.
+
+        ``allowed_special`` says which special tokens written in ``s`` become their own id: ``"all"``,
+        ``"none"`` (the default: they are encoded as ordinary text), or a set of them.
+        """
+        if allowed_special == "all":
+            allowed = set(self.special_tokens)
+        elif allowed_special == "none":
+            allowed = set()
+        elif isinstance(allowed_special, (set, frozenset)):
+            allowed = set(allowed_special)
+            unknown = allowed - set(self.special_tokens)
+            if unknown:
+                raise ValueError(
+                    f"unknown special tokens {sorted(unknown)}; this tokenizer has {list(self.special_tokens)}"
+                )
+        else:
+            raise ValueError(
+                f"allowed_special={allowed_special!r}; allowed: 'all', 'none' or a set of special tokens"
+            )
+        if not allowed:
+            return self._encode_ordinary(s)
+        # Longest first, so that a special token containing another one wins.
+        splitter = "(" + "|".join(regex.escape(t) for t in sorted(allowed, key=len, reverse=True)) + ")"
+        out: list[int] = []
+        for i, part in enumerate(regex.split(splitter, s)):
+            if i % 2:  # the splitter's capture group: a special token
+                out.append(self.special_tokens[part])
+            elif part:
+                out.extend(self._encode_ordinary(part))
+        return out
+
+    def decode(self, ids: Any) -> str:
+        """The text of ``ids``; bytes that are not valid UTF-8 decode to U+FFFD (errors="replace")."""
+        ids = _to_id_list(ids, self.vocab_size)
+        return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="replace")
+
+    def to_dict(self) -> dict:
+        return {
+            "type": "bpe",
+            "pattern": self.pattern,
+            "merges": [list(pair) for pair, _ in self.merges],
+            "special_tokens": list(self.special_tokens),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BPETokenizer:
+        if d.get("type") != "bpe":
+            raise ValueError(f"not a BPE tokenizer: type {d.get('type')!r}; expected 'bpe'")
+        return cls([tuple(m) for m in d["merges"]], tuple(d["special_tokens"]), d["pattern"])
+
+    def to_hf(self):
+        """The same tokenizer as a ``tokenizers.Tokenizer`` (byte-level BPE), giving the same ids."""
+        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+        if self.pattern != GPT2_SPLIT_PATTERN:
+            raise ValueError(
+                "only the GPT-2 split pattern has a tokenizers equivalent (pre_tokenizers.ByteLevel)"
+            )
+        show = _bytes_to_unicode()
+        as_str = {i: "".join(show[b] for b in self.vocab[i]) for i in range(256 + len(self.merges))}
+        vocab = {s: i for i, s in as_str.items()}
+        if len(vocab) != len(as_str):
+            raise ValueError("two merges produce the same bytes; the tokenizers format cannot hold both ids")
+        merges = [(as_str[a], as_str[b]) for (a, b), _ in self.merges]
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.decoder = decoders.ByteLevel()
+        tok.add_special_tokens([AddedToken(s, special=True) for s in self.special_tokens])
+        return tok
+
+    def __repr__(self) -> str:
+        return f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special_tokens={list(self.special_tokens)})"
+
+
+_NEVER = float("inf")  # the rank of a pair that was never merged
+_CACHE_SIZE = 100_000  # pieces whose encoding is remembered
