@@ -1,0 +1,48 @@
+# The two commands of the README's Quick start are `make book` and `make test`.
+# Both create the virtual environment .venv on first use and install requirements.txt into it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export PYTHONHASHSEED := 0
+
+.PHONY: venv book test execute bench lint clean help
+
+help:
+	@echo "make book     build the HTML book into _build/html from the stored outputs (strict: warnings fail)"
+	@echo "make test     pytest --nbval: unit tests, every chapter notebook, the browser test"
+	@echo "make execute  re-run every chapter notebook on the CPU and store its outputs (NB=path for one)"
+	@echo "make bench    run the benchmarks in benchmarks/ and save their output in benchmarks/results/"
+	@echo "make lint     ruff check and ruff format --check"
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+venv: $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build --warningiserror --keep-going --builder html .
+
+test: $(STAMP)
+	$(BIN)/python -m pytest --nbval
+
+NB ?= chapters/*.ipynb
+execute: $(STAMP)
+	for nb in $(NB); do echo "executing $$nb"; \
+		GPTMINI_DEVICE=cpu $(BIN)/jupyter-execute --inplace --timeout=1200 --kernel_name=python3 $$nb || exit 1; done
+
+bench: $(STAMP)
+	@mkdir -p benchmarks/results
+	for b in benchmarks/bench_*.py; do \
+		$(BIN)/python $$b | tee benchmarks/results/$$(basename $$b .py).txt || exit 1; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check gptmini tests benchmarks _ext conftest.py
+	$(BIN)/ruff format --check gptmini tests benchmarks _ext conftest.py
+
+clean:
+	rm -rf _build .cache
