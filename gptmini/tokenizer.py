@@ -133,7 +133,9 @@ def _learn_merges(word_counts: dict[bytes, int], n_merges: int, verbose: bool = 
 
     Each step merges the most frequent adjacent pair; ties go to the smallest ``(a, b)``. The pair
     counts are built once and then updated only for the words that contain the merged pair; a heap of
-    ``(-count, a, b)`` finds the best pair, and entries made stale by later updates are skipped.
+    ``(-count, a, b)`` finds the best pair. A pair gets a new heap entry whenever its count rises,
+    so every pair has an entry at least as high as its count; an entry popped at a count its pair no
+    longer has is stale, and is pushed back at the current count (or dropped when that is zero).
     """
     words = [list(w) for w in word_counts]
     freqs = list(word_counts.values())
@@ -162,10 +164,8 @@ def _learn_merges(word_counts: dict[bytes, int], n_merges: int, verbose: bool = 
             old, f = words[w], freqs[w]
             new = _merge_pair(old, pair, new_id)
             words[w] = new
-            old_pairs, new_pairs = (
-                list(zip(old, old[1:], strict=False)),
-                list(zip(new, new[1:], strict=False)),
-            )
+            old_pairs = list(zip(old, old[1:], strict=False))
+            new_pairs = list(zip(new, new[1:], strict=False))
             for p in old_pairs:
                 delta[p] = delta.get(p, 0) - f
             for p in new_pairs:
@@ -220,7 +220,7 @@ class BPETokenizer(_Serialisable):
         self, merges: list[Pair], special_tokens: tuple[str, ...] = (), pattern: str = GPT2_SPLIT_PATTERN
     ):
         self.pattern = pattern
-        self.split = regex.compile(pattern)
+        self._pre_split = regex.compile(pattern)
         self.merges: list[tuple[Pair, int]] = [((int(a), int(b)), 256 + i) for i, (a, b) in enumerate(merges)]
         self.ranks: dict[Pair, int] = dict(self.merges)  # pair -> new id; a smaller id was learned earlier
         self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(256)}
@@ -244,7 +244,11 @@ class BPETokenizer(_Serialisable):
         special_tokens: tuple[str, ...] = ("<|endoftext|>",),
         verbose: bool = False,
     ) -> BPETokenizer:
-        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text`` (fewer if it runs out of pairs)."""
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text`` (fewer if it runs out of pairs).
+
+        Each merge joins the most frequent adjacent pair of tokens within the pre-split pieces; among
+        pairs of equal count, the smallest ``(a, b)`` by id wins, so training is deterministic.
+        """
         special_tokens = tuple(special_tokens)
         n_merges = vocab_size - 256 - len(special_tokens)
         if n_merges < 0:
@@ -285,7 +289,7 @@ class BPETokenizer(_Serialisable):
 
     def _encode_ordinary(self, s: str) -> list[int]:
         out: list[int] = []
-        for piece in self.split.findall(s):
+        for piece in self._pre_split.findall(s):
             out.extend(self._encode_piece(piece))
         return out
 
