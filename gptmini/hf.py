@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from gptmini.model import GPT, GPTConfig
@@ -106,7 +105,7 @@ def to_hf(model: GPT):
     )
     hf_model = GPT2LMHeadModel(hf_config)
     state = {
-        name: (tensor.t() if _is_transposed(hf_model, name) else tensor).detach().clone()
+        name: tensor.t() if _is_transposed(hf_model, name) else tensor
         for name, tensor in model.state_dict().items()
     }
     hf_model.load_state_dict(state, strict=True)
@@ -135,5 +134,4 @@ def from_pretrained(name: str = "gpt2", cls: type[GPT] = GPT, **kwargs) -> GPT:
             f"(or download the repository's files), copy the folder here and call "
             f"GPT.from_pretrained('path/to/gpt2-local')."
         ) from e
-    with torch.no_grad():
-        return from_hf(hf_model.eval(), cls)
+    return from_hf(hf_model.eval(), cls)

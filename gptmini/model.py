@@ -8,7 +8,6 @@ map onto it one to one (see ``hf.py``).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import math
 from dataclasses import dataclass
@@ -255,15 +254,8 @@ class GPT(nn.Module):
         if c.pos_encoding == "learned" and max_length > c.block_size:
             raise ValueError(f"max_length {max_length} exceeds block_size {c.block_size} (learned positions)")
         p = self.transformer.wte.weight
-        return KVCache(
-            c.n_layer,
-            batch_size,
-            c.n_head,
-            c.head_dim,
-            max_length,
-            device=device or p.device,
-            dtype=dtype or p.dtype,
-        )
+        device, dtype = p.device if device is None else device, p.dtype if dtype is None else dtype
+        return KVCache(c.n_layer, batch_size, c.n_head, c.head_dim, max_length, device=device, dtype=dtype)
 
     def generate(self, *args, **kwargs) -> torch.Tensor:
         """Sample a continuation: see :func:`gptmini.generate.generate` (same arguments, model first)."""
@@ -304,10 +296,7 @@ class GPT(nn.Module):
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},  # biases, LayerNorm gains
         ]
-        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(
-            groups, lr=learning_rate, betas=tuple(betas), **({"fused": True} if fused else {})
-        )
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=tuple(betas), fused=device_type == "cuda")
 
     # ----- persistence: safetensors + JSON, never pickle ----------------------------------------
 
@@ -340,11 +329,14 @@ class GPT(nn.Module):
         config = GPTConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
         device = torch.device(map_location) if map_location is not None else torch.device("cpu")
         state = load_file(directory / WEIGHTS_NAME, device=str(device))
-        model = cls(config).to(device)
+        dtype = next(iter(state.values())).dtype if state else None  # keep the saved precision
+        model = cls(config).to(device=device, dtype=dtype)
         expected = model._saved_state()
         for name, tensor in state.items():
             if name not in expected:
-                raise ValueError(f"{directory / WEIGHTS_NAME}: unexpected tensor {name!r} (not in {config})")
+                raise ValueError(
+                    f"{directory / WEIGHTS_NAME}: unexpected tensor {name!r} (not in this config's model)"
+                )
             if tuple(tensor.shape) != tuple(expected[name].shape):
                 raise ValueError(
                     f"{directory / WEIGHTS_NAME}: tensor {name!r} has shape {tuple(tensor.shape)}, "

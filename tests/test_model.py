@@ -288,6 +288,12 @@ def test_save_load_round_trip(tmp_path, pe, tie):
     assert torch.equal(loaded.eval()(idx)[0], model(idx)[0])
 
 
+def test_load_keeps_the_saved_precision(tmp_path):
+    small().to(torch.bfloat16).save(tmp_path)
+    loaded = GPT.load(tmp_path, map_location="cpu")
+    assert loaded.transformer.wte.weight.dtype == torch.bfloat16
+
+
 def test_saved_file_is_safetensors_not_pickle(tmp_path):
     from safetensors import safe_open
 
@@ -324,6 +330,24 @@ def test_load_reports_missing_and_unexpected_tensors(tmp_path):
 def test_load_of_a_directory_without_a_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a directory written by GPT.save"):
         GPT.load(tmp_path)
+
+
+@pytest.mark.parametrize("pe", POS_ENCODINGS)
+def test_bf16_autocast_on_cpu_with_and_without_cache(pe):
+    torch.manual_seed(0)
+    model = small(pos_encoding=pe)
+    idx = torch.randint(0, 29, (2, 12))
+    ref = model(idx)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(idx)[0]
+        cache = model.new_kv_cache(2)  # float32 cache, bf16 keys/values: stored and read back cast
+        steps = [model(idx[:, :5], kv_cache=cache)[0]] + [
+            model(idx[:, t : t + 1], kv_cache=cache)[0] for t in range(5, 12)
+        ]
+    assert logits.dtype == torch.bfloat16
+    assert torch.allclose(logits.float(), ref, atol=0.02) and torch.allclose(
+        torch.cat(steps, 1).float(), ref, atol=0.02
+    )
 
 
 # ----- GPU -----------------------------------------------------------------------------------------
