@@ -51,6 +51,7 @@ class Play:
 
 
 _SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")
+_LEADING_DIRECTION = re.compile(r"^_\\?\[[^\]]*\\?\]_\s+(?=\S)")
 _INLINE_DIRECTION = re.compile(r"_\\?\[(.*?)\\?\]_")
 _ESCAPE = re.compile(r"\\(.)")
 
@@ -74,12 +75,15 @@ def normalise(markdown: str) -> str:
             continue
         if not line or line.startswith("#"):
             continue
-        if _is_direction_start(line):
+        leading = _LEADING_DIRECTION.match(line)
+        if leading:  # a direction in front of verse on the same line: keep the verse
+            line = line[leading.end() :]
+        elif _is_direction_start(line):
             in_direction = not (len(line) > 1 and line.endswith("_"))
             continue
         speaker = _SPEAKER.match(line)
-        if speaker:
-            speeches.append((speaker.group(1).strip(), []))
+        if speaker:  # a colon ends the name in the output, so none may stand inside it
+            speeches.append((speaker.group(1).replace(":", "").strip(), []))
             continue
         if not speeches:  # verse before any speaker (rare): attribute it to no one, drop it
             continue

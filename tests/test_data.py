@@ -235,3 +235,13 @@ def test_eval_batches_rejects_bad_arguments():
         list(eval_batches(np.arange(1), 1, 4))
     with pytest.raises(ValueError, match="must be >= 1"):
         list(eval_batches(np.arange(10), 1, 0))
+
+
+def test_speaker_names_lose_inner_colons():
+    text = data.normalise("**ROSENCRANTZ: & GUILDENSTERN:**  \nMy lord!\n")
+    assert text == "ROSENCRANTZ & GUILDENSTERN:\nMy lord!\n"
+
+
+def test_direction_in_front_of_verse_keeps_the_verse():
+    text = data.normalise("**A**  \n_\\[Aside]_ Friends to this ground.  \nAnd more.\n_\\[Exit]_\nstill A\n")
+    assert text == "A:\nFriends to this ground.\nAnd more.\nstill A\n"
