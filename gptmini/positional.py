@@ -8,7 +8,8 @@ Four choices, picked by ``GPTConfig.pos_encoding``:
 - ``"sinusoidal"``: the fixed sin/cos table of Vaswani et al. (2017), added to the token embedding
   (unscaled: the token embedding is *not* multiplied by sqrt(n_embd) as in the paper).
 - ``"rope"``: rotary position embedding (Su et al. 2021), a rotation of every query and key in every
-  layer, so that q·k depends only on the offset between the two positions.
+  layer, so that q·k depends only on the offset between the two positions (half-split layout:
+  dimension i pairs with i + head_dim/2, as in GPT-NeoX and ``transformers``; see ``apply_rope``).
 - ``"none"``: no position signal at all; causal masking alone still leaks some order information.
 
 The sinusoidal and rotary tables are computed for any length, cached, and grown on demand, so those
