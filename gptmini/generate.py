@@ -21,6 +21,9 @@ same tokens at the same positions, and greedy outputs are identical.
 Length. Give exactly one of ``max_new_tokens`` (tokens to add) or ``max_length`` (total length, prompt
 included, as in ``transformers``); there is no hidden default. Generation stops earlier when every
 row has produced an ``eos_token_id``.
+
+:func:`generate` returns the whole sequences; :func:`stream` yields each new column of tokens as soon
+as it is chosen, for printing text while it is being written.
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ def _check_sampling(temperature, top_k, top_p, repetition_penalty) -> None:
 
 def _check_prompt(idx, vocab_size: int, device: torch.device) -> torch.Tensor:
     idx = torch.as_tensor(idx)
-    if idx.dtype in (torch.bool,) or idx.is_floating_point() or idx.is_complex():
+    if idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex():
         raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}")
     if idx.ndim == 1:
         idx = idx[None, :]  # (T,) -> (1, T)
@@ -304,6 +307,6 @@ def generate(
                         repetition_penalty, num_return_sequences, eos_token_id, pad_token_id, use_cache, seed,
                         generator)  # fmt: skip
     t = out.shape[1]
-    for out, t in steps:  # noqa: B007 (the loop runs the decoding; the last buffer and length are kept)
+    for out, t in steps:  # noqa: B007 (running the steps decodes; the last buffer and length are kept)
         pass
-    return out[:, :t]
+    return out[:, :t]  # shorter than asked for when every row finished early
