@@ -24,6 +24,8 @@ def setup(app: Sphinx) -> dict:
     import latexcodec  # noqa: F401  (registers the latex codecs)
 
     if (codecs.lookup("ulatex").name or "").startswith("future_typing"):
-        raise RuntimeError("the 'ulatex' codec is still hijacked by future-typing; the bibliography would fail")
+        raise RuntimeError(
+            "the 'ulatex' codec is still hijacked by future-typing; the bibliography would fail"
+        )
 
     return {"parallel_read_safe": True, "parallel_write_safe": True}

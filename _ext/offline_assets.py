@@ -32,7 +32,9 @@ MATHJAX_SKIP = ("sre", "*.map")
 def _mathjax_es5() -> Path:
     spec = importlib.util.find_spec("mathjax")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("MathJax is missing: install the PyPI package django-static-mathjax (requirements.txt)")
+        raise RuntimeError(
+            "MathJax is missing: install the PyPI package django-static-mathjax (requirements.txt)"
+        )
     es5 = Path(next(iter(spec.submodule_search_locations))) / "static" / "mathjax" / "es5"
     if not (es5 / "tex-chtml.js").is_file():
         raise RuntimeError(f"no MathJax 3 es5/tex-chtml.js under {es5}")

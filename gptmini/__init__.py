@@ -22,7 +22,17 @@ _EXPORTS = {
     "TrainConfig": "gptmini.train",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BPETokenizer",
+    "CharTokenizer",
+    "GPT",
+    "GPTConfig",
+    "TrainConfig",
+    "Trainer",
+    "auto_device",
+    "generate",
+]
+assert sorted(__all__) == sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ below does the work
     from gptmini.device import auto_device

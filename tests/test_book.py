@@ -36,7 +36,9 @@ def test_every_chapter_is_in_the_toc_and_every_toc_entry_exists():
     for nb in NOTEBOOKS:
         assert f"chapters/{nb.stem}" in files, f"{nb.name} is not listed in _toc.yml"
     for f in files:
-        assert any((ROOT / f).with_suffix(s).is_file() for s in (".md", ".ipynb")), f"_toc.yml lists missing {f}"
+        assert any((ROOT / f).with_suffix(s).is_file() for s in (".md", ".ipynb")), (
+            f"_toc.yml lists missing {f}"
+        )
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
@@ -54,7 +56,9 @@ def test_notebook_was_run_top_to_bottom_and_is_clean(nb):
             assert out.get("output_type") != "error", f"cell {i} stored an error"
             assert ignored or out.get("name") != "stderr", f"cell {i} stored stderr: {text[:120]!r}"
             assert not re.search(r" at 0x[0-9a-f]{6,}", text), f"cell {i} shows a memory address"
-            assert ignored or not re.search(r"(/root/|/home/\w+/|/tmp/|/work/)", text), f"cell {i} shows a local path"
+            assert ignored or not re.search(r"(/root/|/home/\w+/|/tmp/|/work/)", text), (
+                f"cell {i} shows a local path"
+            )
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
@@ -63,7 +67,9 @@ def test_notebook_has_every_part_of_a_chapter(nb):
     first = "".join(_cells(nb)[0]["source"])
     assert first.startswith("# "), "a chapter opens with its title"
     assert "What you will learn" in first
-    assert ":class: dropdown" in text and re.search(r"^#+ Exercises", text, re.M), "exercises with hidden solutions"
+    assert ":class: dropdown" in text and re.search(r"^#+ Exercises", text, re.M), (
+        "exercises with hidden solutions"
+    )
     assert re.search(r"^#+ Summary", text, re.M)
     assert "{cite}" in text, "cite the literature from references.bib"
     if nb.stem[:2] in BUILDS_A_MODULE:
