@@ -1,0 +1,293 @@
+"""Pretraining: AdamW, warmup + cosine decay, clipping, accumulation, evaluation, checkpoints, DDP.
+
+Several processes (GPUs, or CPU processes with gloo) train one model with PyTorch's
+DistributedDataParallel when started by ``torchrun``::
+
+    torchrun --standalone --nproc_per_node=N -m gptmini train --config configs/shakespeare_char_gpu.toml
+
+Each process reads RANK / WORLD_SIZE / LOCAL_RANK from the environment, draws the same global batch
+and trains on its own slice of it; DDP averages the gradients, so N processes with ``batch_size`` B
+take the same step as one process with batch N·B. Only rank 0 prints, evaluates to the log and saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from gptmini.data import eval_batches, get_batch
+from gptmini.device import auto_device
+from gptmini.model import GPT
+
+SCHEDULES = ("cosine", "linear", "constant")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a training run except the model and the data."""
+
+    max_steps: int = 2000
+    batch_size: int = 12  # sequences per micro-batch, per process
+    grad_accum_steps: int = 1
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    lr_schedule: str = "cosine"
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 250  # 0 evaluates only at the end
+    eval_iters: int | None = 20  # random batches per estimate; None: the whole split, in order
+    seed: int = 1337
+    device: str | None = None  # None: gptmini.auto_device()
+    dtype: str = "auto"  # auto: bf16 autocast on CUDA where supported, else fp16 + GradScaler; fp32 on CPU
+    compile: bool = False
+    out_dir: str | None = None
+    checkpoint_interval: int | None = None  # also save every N steps (needs out_dir)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_interval", "weight_decay", "grad_clip", "min_lr"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.min_lr > self.learning_rate:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1} and {self.beta2}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; allowed: {', '.join(SCHEDULES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
+        if self.eval_iters is not None and self.eval_iters < 1:
+            raise ValueError(f"eval_iters must be >= 1 or None (whole split), got {self.eval_iters}")
+        if self.checkpoint_interval is not None and (self.checkpoint_interval < 1 or self.out_dir is None):
+            raise ValueError("checkpoint_interval must be >= 1 and needs out_dir")
+
+
+def lr_at(step: int, tc: TrainConfig) -> float:
+    """The learning rate at ``step``: linear warmup from 0, then decay to ``min_lr`` at ``max_steps``."""
+    if step < tc.warmup_steps:
+        return tc.learning_rate * (step + 1) / tc.warmup_steps
+    if tc.lr_schedule == "constant" or tc.max_steps <= tc.warmup_steps:
+        return tc.learning_rate
+    progress = min(1.0, (step - tc.warmup_steps) / (tc.max_steps - tc.warmup_steps))
+    if tc.lr_schedule == "cosine":
+        weight = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        weight = 1.0 - progress
+    return tc.min_lr + weight * (tc.learning_rate - tc.min_lr)
+
+
+@dataclass
+class History:
+    """What a run measured: per-step loss and learning rate, periodic evaluations, speed."""
+
+    steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)  # {"step", "train", "val"}
+    tokens_per_sec: float = 0.0
+    seconds: float = 0.0
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) when not distributed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class Trainer:
+    """Trains a GPT on 1-D token arrays; ``train()`` may be called again after ``resume``."""
+
+    def __init__(self, model: GPT, train_data: np.ndarray, val_data: np.ndarray | None, tc: TrainConfig):
+        self.tc, self.train_data, self.val_data = tc, train_data, val_data
+        self.rank, self.world, local_rank = _distributed()
+        if self.world > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+        if self.world > 1 and torch.cuda.is_available():
+            self.device = torch.device(f"cuda:{local_rank}")
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = auto_device(tc.device)
+        self.model = model.to(self.device)
+        self.step = 0
+        self.history = History()
+        self.batch_gen = torch.Generator().manual_seed(tc.seed)
+        torch.manual_seed(tc.seed)  # dropout
+        self.optimizer = model.configure_optimizer(
+            tc.weight_decay, tc.learning_rate, (tc.beta1, tc.beta2), self.device.type
+        )
+        self.autocast, self.scaler = self._precision()
+        net = torch.compile(model) if tc.compile else model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        self.net = net
+
+    def _precision(self):
+        kind, dtype = self.device.type, self.tc.dtype
+        if kind != "cuda" or dtype == "float32":
+            return contextlib.nullcontext(), None
+        if dtype == "auto":
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        amp = torch.autocast("cuda", dtype=getattr(torch, dtype))
+        scaler = torch.amp.GradScaler("cuda") if dtype == "float16" else None
+        return amp, scaler
+
+    def _batch(self, generator: torch.Generator, data: np.ndarray):
+        """The global batch is drawn identically on every rank; each trains on its own slice."""
+        b = self.tc.batch_size
+        x, y = get_batch(data, b * self.world, self.model.config.block_size, generator)
+        x, y = x[self.rank * b : (self.rank + 1) * b], y[self.rank * b : (self.rank + 1) * b]
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss on train and val: ``eval_iters`` random batches each, or the whole split in order."""
+        self.model.eval()
+        out = {}
+        for split, data in (("train", self.train_data), ("val", self.val_data)):
+            if data is None:
+                continue
+            total, count = 0.0, 0
+            if self.tc.eval_iters is None:
+                batches = eval_batches(data, self.tc.batch_size, self.model.config.block_size, self.device)
+            else:  # a generator of its own, so evaluating never changes the training batches
+                gen = torch.Generator().manual_seed(self.tc.seed + 1)
+                batches = (self._batch(gen, data) for _ in range(self.tc.eval_iters))
+            for x, y in batches:
+                with self.autocast:
+                    _, loss = self.model(x, y)
+                total, count = total + loss.item() * y.numel(), count + y.numel()
+            out[split] = total / count
+        self.model.train()
+        return out
+
+    def train(self, until: int | None = None) -> History:
+        """Train until step ``until`` (default ``max_steps``); returns the history (kept in ``self.history``).
+
+        Stopping early with ``until`` and resuming later gives exactly the run that never stopped: the
+        schedule always follows ``max_steps``.
+        """
+        tc, h, model = self.tc, self.history, self.model
+        stop = tc.max_steps if until is None else until
+        if not self.step <= stop <= tc.max_steps:
+            raise ValueError(
+                f"until must be between the current step {self.step} and max_steps {tc.max_steps}"
+            )
+        model.train()
+        tokens_per_step = tc.batch_size * tc.grad_accum_steps * self.world * model.config.block_size
+        bar = None
+        if tc.progress and self.rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=stop, initial=self.step, desc="training", unit="step")
+        start, start_step = time.perf_counter(), self.step
+        while self.step < stop:
+            lr = lr_at(self.step, tc)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = 0.0
+            for micro in range(tc.grad_accum_steps):
+                x, y = self._batch(self.batch_gen, self.train_data)
+                last = micro == tc.grad_accum_steps - 1
+                sync = self.net.no_sync() if self.world > 1 and not last else contextlib.nullcontext()
+                with sync, self.autocast:
+                    _, loss = self.net(x, y)
+                    loss = loss / tc.grad_accum_steps
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+                loss_sum += loss.item()
+            if not math.isfinite(loss_sum):
+                raise FloatingPointError(
+                    f"the training loss became {loss_sum} at step {self.step} (learning rate {lr:.3g}); "
+                    "try a lower learning_rate, gradient clipping (grad_clip=1.0), a longer warmup, "
+                    "float32 instead of float16, and check the data for token ids outside the vocabulary"
+                )
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            h.steps.append(self.step)
+            h.train_loss.append(loss_sum)
+            h.lr.append(lr)
+            self.step += 1
+            elapsed = time.perf_counter() - start
+            h.tokens_per_sec = tokens_per_step * (self.step - start_step) / max(elapsed, 1e-9)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{h.tokens_per_sec:,.0f}")
+            done = self.step == stop
+            if (tc.eval_interval and self.step % tc.eval_interval == 0) or done:
+                h.evals.append({"step": self.step, **self.evaluate()})
+            if tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0 and self.rank == 0:
+                self.save_checkpoint(tc.out_dir)
+        h.seconds += time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+        return h
+
+    # ----- checkpoints: safetensors for tensors, JSON for the rest; never pickle ------------------
+
+    def save_checkpoint(self, directory: str | Path) -> Path:
+        """Model, optimizer state, random states, step, config and history: everything to resume exactly."""
+        directory = Path(directory)
+        self.model.save(directory)
+        opt = self.optimizer.state_dict()
+        tensors = {"rng.batch": self.batch_gen.get_state(), "rng.torch": torch.get_rng_state()}
+        for pid, state in opt["state"].items():
+            for name, value in state.items():
+                tensors[f"optim.{pid}.{name}"] = value.detach().cpu().contiguous()
+        save_file(tensors, str(directory / "trainer.safetensors"))
+        meta = {
+            "step": self.step,
+            "train_config": dataclasses.asdict(self.tc),
+            "param_groups": opt["param_groups"],
+            "history": dataclasses.asdict(self.history),
+        }
+        (directory / "trainer.json").write_text(json.dumps(meta, indent=1))
+        return directory
+
+    @classmethod
+    def resume(cls, directory: str | Path, train_data, val_data, **overrides) -> Trainer:
+        """A trainer that continues exactly where ``save_checkpoint`` left off (``overrides``: e.g. max_steps)."""
+        directory = Path(directory)
+        meta = json.loads((directory / "trainer.json").read_text())
+        tc = TrainConfig(**{**meta["train_config"], **overrides})
+        trainer = cls(GPT.load(directory), train_data, val_data, tc)
+        tensors = load_file(str(directory / "trainer.safetensors"))
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, pid, name = key.split(".", 2)
+                state.setdefault(int(pid), {})[name] = value.to(trainer.device) if name != "step" else value
+        trainer.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        trainer.batch_gen.set_state(tensors["rng.batch"])
+        torch.set_rng_state(tensors["rng.torch"])
+        trainer.step = meta["step"]
+        trainer.history = History(**meta["history"])
+        return trainer
