@@ -104,7 +104,7 @@ def load_tokenizer(path: str | Path):
 def cmd_train(args: argparse.Namespace, overrides: list[str], argv: list[str]) -> None:
     from gptmini import data
     from gptmini.model import GPT, GPTConfig
-    from gptmini.train import Trainer, TrainConfig
+    from gptmini.train import TrainConfig, Trainer
 
     config = load_config(args.config, overrides)
     dc = {**DATA_DEFAULTS, **config["data"]}
@@ -169,7 +169,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from gptmini import data
     from gptmini.model import GPT
-    from gptmini.train import Trainer, TrainConfig
+    from gptmini.train import TrainConfig, Trainer
 
     model = GPT.load(args.checkpoint)
     tok = load_tokenizer(Path(args.checkpoint) / "tokenizer.json")

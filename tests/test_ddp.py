@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gptmini.model import GPT, GPTConfig
-from gptmini.train import Trainer, TrainConfig
+from gptmini.train import TrainConfig, Trainer
 
 WORKER = textwrap.dedent(
     """

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gptmini.model import GPT, GPTConfig
-from gptmini.train import Trainer, TrainConfig, lr_at
+from gptmini.train import TrainConfig, Trainer, lr_at
 
 VOCAB = 23
 
