@@ -19,6 +19,7 @@ _EXPORTS = {
     "GPTConfig": "gptmini.model",
     "generate": "gptmini.generate",
     "Trainer": "gptmini.train",
+    "load_checkpoint": "gptmini.checkpoints",
     "TrainConfig": "gptmini.train",
 }
 
@@ -31,10 +32,12 @@ __all__ = [
     "Trainer",
     "auto_device",
     "generate",
+    "load_checkpoint",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ below does the work
+    from gptmini.checkpoints import load_checkpoint
     from gptmini.device import auto_device
     from gptmini.generate import generate
     from gptmini.model import GPT, GPTConfig

@@ -13,6 +13,8 @@ import types
 import typing
 from pathlib import Path
 
+from gptmini.checkpoints import load_tokenizer
+
 SECTIONS = ("model", "train", "data")
 DATA_DEFAULTS = {"tokenizer": "char", "vocab_size": 512}
 TOKENIZERS = ("char", "bpe")
@@ -93,15 +95,9 @@ def _tokenizer(name: str, vocab_size: int, text: str):
     return BPETokenizer.train(text, vocab_size=vocab_size)
 
 
-def load_tokenizer(path: str | Path):
-    """Read a tokenizer JSON of either kind."""
-    from gptmini.tokenizer import BPETokenizer, CharTokenizer
-
-    kind = json.loads(Path(path).read_text(encoding="utf-8")).get("type")
-    return CharTokenizer.load(str(path)) if kind == "char" else BPETokenizer.load(str(path))
-
-
 def cmd_train(args: argparse.Namespace, overrides: list[str], argv: list[str]) -> None:
+    import torch
+
     from gptmini import data
     from gptmini.model import GPT, GPTConfig
     from gptmini.train import TrainConfig, Trainer
@@ -113,8 +109,9 @@ def cmd_train(args: argparse.Namespace, overrides: list[str], argv: list[str]) -
     text = data.corpus_text("all" if dc["tokenizer"] == "char" else "train")
     tok = _tokenizer(dc["tokenizer"], dc["vocab_size"], text)
     train_ids, val_ids = data.tokenize_corpus(tok, "train"), data.tokenize_corpus(tok, "val")
-    model = GPT(GPTConfig(**{**config["model"], "vocab_size": tok.vocab_size}))
     tc = TrainConfig(**config["train"])
+    torch.manual_seed(tc.seed)  # the initial weights: the same command gives the same model
+    model = GPT(GPTConfig(**{**config["model"], "vocab_size": tok.vocab_size}))
     trainer = Trainer(model, train_ids, val_ids, tc)
     if trainer.rank == 0:
         print(

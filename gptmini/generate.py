@@ -29,6 +29,8 @@ as it is chosen, for printing text while it is being written.
 from __future__ import annotations
 
 import math
+import sys
+import types
 from collections.abc import Iterator
 
 import torch
@@ -310,3 +312,16 @@ def generate(
     for out, t in steps:  # noqa: B007 (running the steps decodes; the last buffer and length are kept)
         pass
     return out[:, :t]  # shorter than asked for when every row finished early
+
+
+class _CallableModule(types.ModuleType):
+    """``gptmini.generate`` is both this module and the function: importing the submodule (for example
+    ``from gptmini.generate import stream``) makes Python bind the package attribute ``generate`` to the
+    module, so the module forwards calls to :func:`generate` and ``gptmini.generate(model, idx, ...)``
+    works either way."""
+
+    def __call__(self, *args, **kwargs):
+        return generate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -7,7 +7,9 @@ DistributedDataParallel when started by ``torchrun``::
 
 Each process reads RANK / WORLD_SIZE / LOCAL_RANK from the environment, draws the same global batch
 and trains on its own slice of it; DDP averages the gradients, so N processes with ``batch_size`` B
-take the same step as one process with batch N·B. Only rank 0 prints, evaluates to the log and saves.
+take the same step as one process with batch N·B. Every rank evaluates (on its slice of the sampled
+evaluation batches, or on the whole split when ``eval_iters`` is None); the losses recorded and printed
+are rank 0's, and only rank 0 prints, logs and saves.
 """
 
 from __future__ import annotations
@@ -98,12 +100,13 @@ def lr_at(step: int, tc: TrainConfig) -> float:
 
 @dataclass
 class History:
-    """What a run measured: per-step loss and learning rate, periodic evaluations, speed."""
+    """What a run measured: per-step loss, learning rate and gradient norm, evaluations, speed."""
 
     steps: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)  # {"step", "train", "val"}
+    grad_norm: list[float] = field(default_factory=list)  # the global gradient norm, before clipping
     tokens_per_sec: float = 0.0
     seconds: float = 0.0
 
@@ -224,8 +227,9 @@ class Trainer:
                 )
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            # The norm of all gradients as one vector, measured before clipping (max_norm=inf: no-op).
+            max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             if self.scaler:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
@@ -235,6 +239,7 @@ class Trainer:
             h.steps.append(self.step)
             h.train_loss.append(loss_sum)
             h.lr.append(lr)
+            h.grad_norm.append(grad_norm.item())
             self.step += 1
             elapsed = time.perf_counter() - start
             h.tokens_per_sec = tokens_per_step * (self.step - start_step) / max(elapsed, 1e-9)

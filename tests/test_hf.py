@@ -138,3 +138,24 @@ def test_from_pretrained_loads_a_local_directory(tmp_path):
     idx = torch.randint(0, 97, (2, 10))
     with torch.no_grad():
         assert torch.allclose(model(idx)[0], ref(idx).logits, atol=1e-5, rtol=0)
+
+
+def test_from_pretrained_offline_makes_no_network_request(monkeypatch, tmp_path):
+    """The book shows the offline message with HF_HUB_OFFLINE=1 and local_files_only=True: no request."""
+    import socket
+
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)  # name lookup: the first step of any request
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    with pytest.raises(OSError, match="could not load 'gpt2' from the Hugging Face hub"):
+        GPT.from_pretrained("gpt2", local_files_only=True, cache_dir=tmp_path)
+    assert attempts == []

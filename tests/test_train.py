@@ -1,3 +1,4 @@
+import copy
 import itertools
 import math
 
@@ -5,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from gptmini.data import get_batch
 from gptmini.model import GPT, GPTConfig
 from gptmini.train import TrainConfig, Trainer, lr_at
 
@@ -138,3 +140,21 @@ def test_non_finite_loss_stops_with_a_helpful_error(tokens):
     trainer = Trainer(model, tokens, tokens, config())
     with pytest.raises(FloatingPointError, match=r"at step 0 .*learning_rate"):
         trainer.train()
+
+
+def test_gradient_norm_is_recorded_before_clipping(tokens):
+    tc = config(grad_clip=1e-3, max_steps=1)
+    model = tiny_model()
+    reference = copy.deepcopy(model)
+    h = Trainer(model, tokens, None, tc).train()
+    x, y = get_batch(tokens, tc.batch_size, 8, torch.Generator().manual_seed(tc.seed))
+    torch.manual_seed(tc.seed)  # the trainer's dropout draws
+    reference(x, y)[1].backward()
+    expected = torch.sqrt(sum((p.grad**2).sum() for p in reference.parameters())).item()
+    assert h.grad_norm == [pytest.approx(expected, rel=1e-5)]
+    assert h.grad_norm[0] > tc.grad_clip  # the norm before clipping, not after
+
+
+def test_no_clipping_still_records_the_gradient_norm(tokens):
+    h = Trainer(tiny_model(), tokens, None, config(grad_clip=0.0, max_steps=3)).train()
+    assert len(h.grad_norm) == 3 and all(math.isfinite(g) and g > 0 for g in h.grad_norm)
