@@ -121,7 +121,7 @@ def main() -> None:
     p.add_argument("--prompt", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
     p.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (default 1: steady on a shared CPU)"
     )

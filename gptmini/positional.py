@@ -68,7 +68,8 @@ class _GrowingTable(nn.Module):
         end = start + length
         if end > self.table.shape[0]:
             size = 1 << (end - 1).bit_length()
-            self.table = self.make(size).to(device=self.table.device, dtype=self.table.dtype)
+            with torch.inference_mode(False):  # grown during generation, the table must still train
+                self.table = self.make(size).to(device=self.table.device, dtype=self.table.dtype)
         return self.table[start:end]
 
 

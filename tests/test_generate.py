@@ -404,3 +404,17 @@ def test_gptmini_generate_stays_callable_after_importing_the_submodule():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("pos_encoding", ["rope", "sinusoidal", "learned"])
+def test_a_model_and_its_output_still_train_after_generating(pos_encoding):
+    """Decoding runs under inference_mode; neither the sequences nor tables grown meanwhile may leak it."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=8, pos_encoding=pos_encoding)
+    model = GPT(cfg)
+    out = generate(model, torch.zeros(2, 3, dtype=torch.long), max_new_tokens=20, do_sample=False)  # past 8
+    assert not out.is_inference()
+    x = out[:, -9:-1] if pos_encoding == "learned" else out[:, :-1]
+    _, loss = model.train()(x, out[:, -x.shape[1] :])
+    loss.backward()  # fails with "Inference tensors cannot be saved for backward" if anything leaked
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
