@@ -33,7 +33,7 @@ test: $(STAMP)
 NB ?= chapters/*.ipynb
 execute: $(STAMP)
 	for nb in $(NB); do echo "executing $$nb"; \
-		GPTMINI_DEVICE=cpu $(BIN)/jupyter-execute --inplace --timeout=1200 --kernel_name=python3 $$nb || exit 1; done
+		GPTMINI_DEVICE=cpu OMP_NUM_THREADS=1 $(BIN)/jupyter-execute --inplace --timeout=1200 --kernel_name=python3 $$nb || exit 1; done
 
 bench: $(STAMP)
 	@mkdir -p benchmarks/results
