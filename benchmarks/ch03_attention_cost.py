@@ -31,7 +31,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from runinfo import cpu_name
+from runinfo import cpu_name, write_json
 
 from gptmini.attention import causal_mask, scaled_dot_product_attention
 from gptmini.device import auto_device
@@ -182,11 +182,7 @@ def main() -> None:
         python=platform.python_version(),
         rows=rows,
     )
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
-        f.write("\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ reference machine); the JSON records the exact command line, the CPU and the thr
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -41,7 +40,7 @@ import time
 
 import numpy as np
 import torch
-from runinfo import cpu_name
+from runinfo import cpu_name, write_json
 
 from gptmini.data import corpus_text, eval_batches, get_batch, tokenize_corpus
 from gptmini.device import auto_device
@@ -211,11 +210,7 @@ def main() -> None:
         total_seconds=round(time.perf_counter() - start, 1),
         results=results,
     )
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
-        f.write("\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":
