@@ -135,17 +135,17 @@ class CausalSelfAttention(nn.Module):
         earlier positions, of which this call's tokens come right after.
         """
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # (B, T, C) each
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        # (B, T, 3C) -> (B, T, 3, nh, hd) -> (3, B, nh, T, hd): q, k, v with the heads as a batch dimension
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, nh, T, hd) each
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         offset = 0
         if kv_cache is not None:
             offset = kv_cache.length
             k, v = kv_cache.update(layer, k, v)  # (B, nh, offset+T, hd)
-            k, v = k.to(q.dtype), v.to(q.dtype)  # the cache may hold another dtype than autocast gives
+            if k.dtype != q.dtype:  # the cache may hold another dtype than autocast gives
+                k, v = k.to(q.dtype), v.to(q.dtype)
         t_key = k.shape[2]
         dropout_p = self.dropout if self.training else 0.0
 
@@ -160,5 +160,5 @@ class CausalSelfAttention(nn.Module):
             # so pass the mask shifted by offset. One new token may see every cached key: no mask.
             mask = None if T == 1 else causal_mask(T, t_key, offset, x.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y)), weights
