@@ -22,6 +22,7 @@ from gptmini import data
 from gptmini.model import GPT
 
 MODES = ("frozen", "full", "lora")
+POOLS = ("last", "mean")  # which hidden state the head reads: the last token's, or the mean over positions
 GENRES = ("comedy", "tragedy")  # label 0 and label 1
 LORA_TARGETS = ("attn.c_attn", "attn.c_proj")  # the fused q/k/v projection and the attention output
 
@@ -199,7 +200,8 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 
 class GPTClassifier(nn.Module):
-    """A GPT backbone and a linear head on the last token's final hidden state.
+    """A GPT backbone and a linear head on the last token's final hidden state (``pool="last"``),
+    or on the mean of the final hidden states of all positions (``pool="mean"``).
 
     The backbone is changed in place (which weights train; LoRA layers): give each classifier its own.
     """
@@ -212,6 +214,7 @@ class GPTClassifier(nn.Module):
         r: int = 8,
         alpha: float = 16.0,
         targets: str | tuple[str, ...] = LORA_TARGETS,
+        pool: str = "last",
     ):
         super().__init__()
         if not isinstance(backbone, GPT):
@@ -222,7 +225,9 @@ class GPTClassifier(nn.Module):
             )
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
-        self.backbone, self.n_classes, self.mode = backbone, n_classes, mode
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; allowed: {', '.join(POOLS)}")
+        self.backbone, self.n_classes, self.mode, self.pool = backbone, n_classes, mode, pool
         self.head = nn.Linear(backbone.config.n_embd, n_classes)
         nn.init.zeros_(self.head.weight)  # start at p = 1/2 (or uniform): the loss starts at ln 2 (ln k)
         nn.init.zeros_(self.head.bias)
@@ -242,7 +247,9 @@ class GPTClassifier(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) -> (logits (B, n_classes), loss or None); labels (B,) are class indices."""
         h = self.backbone.hidden_states(idx)  # (B, T, C), after the final LayerNorm
-        logits = self.head(h[:, -1])  # (B, n_classes): the last token has seen every token before it
+        # the last token has seen every token before it; the mean gathers what each position kept
+        pooled = h[:, -1] if self.pool == "last" else h.mean(1)  # (B, C)
+        logits = self.head(pooled)  # (B, n_classes)
         return logits, None if labels is None else classification_loss(logits, labels)
 
     @torch.no_grad()
@@ -261,15 +268,25 @@ def _in_batches(fn, x: torch.Tensor, batch_size: int, device: torch.device) -> t
 
 
 @torch.no_grad()
-def last_token_states(backbone: GPT, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """The final hidden state of each row's last token: x (N, T) -> (N, n_embd), on the CPU, eval mode."""
+def pooled_states(backbone: GPT, x: torch.Tensor, pool: str = "last", batch_size: int = 64) -> torch.Tensor:
+    """What a classifier's head reads (see ``GPTClassifier``): x (N, T) -> (N, n_embd), on the CPU, eval mode."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; allowed: {', '.join(POOLS)}")
     was_training = backbone.training
     backbone.eval()
-    states = _in_batches(
-        lambda b: backbone.hidden_states(b)[:, -1], x, batch_size, backbone.lm_head.weight.device
-    )
+
+    def fn(b: torch.Tensor) -> torch.Tensor:
+        h = backbone.hidden_states(b)
+        return h[:, -1] if pool == "last" else h.mean(1)
+
+    states = _in_batches(fn, x, batch_size, backbone.lm_head.weight.device)
     backbone.train(was_training)
     return states
+
+
+def last_token_states(backbone: GPT, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """The final hidden state of each row's last token: x (N, T) -> (N, n_embd), on the CPU, eval mode."""
+    return pooled_states(backbone, x, "last", batch_size)
 
 
 @torch.no_grad()
@@ -355,11 +372,13 @@ def finetune(
     weight_decay: float = 0.0,
     warmup: float = 0.1,
     grad_clip: float = 1.0,
+    head_lr: float | None = None,
 ) -> FinetuneResult:
     """Train the trainable weights of ``clf`` with AdamW on random batches of ``train`` = (x, y).
 
-    The learning rate rises linearly over the first ``warmup`` fraction of the steps, then decays
-    linearly to zero. Evaluates on ``val`` every ``eval_every`` steps and after the last.
+    The head learns at ``head_lr`` (default ``lr``), the rest of the trainable weights at ``lr``.
+    Both rise linearly over the first ``warmup`` fraction of the steps, then decay linearly to zero.
+    Evaluates on ``val`` every ``eval_every`` steps and after the last.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
@@ -368,8 +387,10 @@ def finetune(
         raise ValueError(
             f"eval_every must be a positive integer or None (only after the last step), got {eval_every!r}"
         )
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+    head_lr = lr if head_lr is None else head_lr
+    for name, value in (("lr", lr), ("head_lr", head_lr)):
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")
     if not 0.0 <= warmup < 1.0:
         raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {warmup!r}")
     (x, y), (xv, yv) = train, val
@@ -379,7 +400,12 @@ def finetune(
             f"got {len(x)}/{len(y)} and {len(xv)}/{len(yv)}"
         )
     params = [p for p in clf.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    head = {id(p) for p in clf.head.parameters()}
+    groups = [
+        {"params": [p for p in params if id(p) not in head], "lr": lr},
+        {"params": [p for p in params if id(p) in head], "lr": head_lr},
+    ]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=weight_decay)
     n_warmup = int(warmup * steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / n_warmup if s < n_warmup else (steps - s) / (steps - n_warmup)

@@ -24,6 +24,7 @@ from gptmini.finetune import (
     last_token_states,
     load_trainable_state_dict,
     merge_lora,
+    pooled_states,
     predict_logits,
     relative_change,
     trainable_state_dict,
@@ -182,6 +183,11 @@ def test_apply_lora_targets_attention_and_freezes_the_rest():
         (lambda: apply_lora(small(), targets=("attn.q_proj",)), r"no nn.Linear matches.*attn.c_attn"),
         (lambda: GPTClassifier(small(), mode="adapter"), "unknown mode 'adapter'"),
         (lambda: GPTClassifier(small(), n_classes=0), "n_classes must be 1"),
+        (lambda: GPTClassifier(small(), pool="max"), r"unknown pool 'max'; allowed: last, mean"),
+        (
+            lambda: pooled_states(small(), toy_task(2)[0], pool="first"),
+            r"unknown pool 'first'; allowed: last, mean",
+        ),
     ],
 )
 def test_bad_lora_and_classifier_arguments_raise(make, message):
@@ -226,6 +232,38 @@ def test_head_reads_the_last_tokens_hidden_state():
     x2 = x.clone()
     x2[:, 0] = (x2[:, 0] + 1) % SMALL["vocab_size"]  # the last position attends to the first token
     assert not torch.allclose(clf(x)[0], clf(x2)[0])
+
+
+@pytest.mark.parametrize("n_classes", [1, 3])
+def test_mean_pool_head_reads_the_average_of_all_positions(n_classes):
+    clf = GPTClassifier(small(), n_classes=n_classes, mode="full", pool="mean")
+    torch.nn.init.normal_(clf.head.weight)
+    x, _ = toy_task(4)
+    logits = clf(x)[0]
+    assert logits.shape == (4, n_classes)
+    h = clf.backbone.hidden_states(x)  # (4, 8, C)
+    by_hand = torch.stack([sum(h[i, t] for t in range(x.shape[1])) / x.shape[1] for i in range(4)])
+    torch.testing.assert_close(logits, by_hand @ clf.head.weight.T + clf.head.bias)
+    torch.testing.assert_close(pooled_states(clf.backbone, x, "mean", batch_size=3), by_hand)
+    torch.testing.assert_close(predict_logits(clf, x, batch_size=3), logits)
+    x2 = x.clone()
+    x2[:, -1] = (x2[:, -1] + 1) % SMALL["vocab_size"]  # a change anywhere reaches the mean
+    assert not torch.allclose(clf(x)[0], clf(x2)[0])
+    assert GPTClassifier(small()).pool == "last"  # the default
+
+
+def test_head_learns_at_its_own_rate():
+    x, y = toy_task(32)
+    heads = []
+    for head_lr in (None, 1e-3, 1e-1):  # None: the head learns at lr
+        clf = GPTClassifier(small(), mode="full", pool="mean")
+        before = snapshot(clf.backbone)
+        finetune(clf, (x, y), toy_task(8, seed=1), steps=3, lr=1e-3, head_lr=head_lr, batch_size=8)
+        heads.append(clf.head.weight.detach().clone())
+        change = relative_change(before, clf.backbone.state_dict())
+        assert change["transformer.h.0.attn.c_attn.weight"] > 0
+    torch.testing.assert_close(heads[0], heads[1])
+    assert heads[2].norm() > 10 * heads[1].norm()
 
 
 def test_frozen_mode_leaves_the_backbone_bit_identical():
@@ -274,6 +312,7 @@ def test_finetune_learns_a_separable_task_reproducibly():
         (dict(steps=0), "steps must be a positive integer"),
         (dict(batch_size=2.5), "batch_size must be a positive integer"),
         (dict(lr=0.0), "lr must be positive"),
+        (dict(head_lr=-1.0), "head_lr must be positive, got -1.0"),
         (dict(eval_every=0), "eval_every must be a positive integer or None"),
         (dict(warmup=1.0), r"warmup is a fraction of the steps in \[0, 1\)"),
         (dict(val=(torch.zeros(0, 8, dtype=torch.long), torch.zeros(0, dtype=torch.long))), "non-empty"),
