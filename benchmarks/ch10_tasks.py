@@ -22,7 +22,7 @@ import argparse
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -44,6 +44,7 @@ TASKS = ("words", "addition", "qa")
 class Example:
     prompt: str
     answer: str
+    scored_from: int | None = None  # first prompt character whose prediction is scored; None: none of them
 
 
 # ----- the tasks -----------------------------------------------------------------------------------
@@ -98,7 +99,9 @@ def qa_example(rng: random.Random, n_facts: int, ask: str = "known") -> Example:
         people[i] = rng.choice(UNSEEN_NAMES)
     things = [f"{rng.choice(COLOURS)} {rng.choice(OBJECTS)}" for _ in range(n_facts)]
     facts = " ".join(f"{p} has a {t}." for p, t in zip(people, things, strict=False))
-    return Example(f"{facts} what does {people[i]} have?", "" if ask == "absent" else " " + things[i])
+    prompt = f"{facts} what does {people[i]} have?"
+    # the facts are random and never scored; the question is (its name is one from the facts)
+    return Example(prompt, "" if ask == "absent" else " " + things[i], scored_from=len(facts) + 1)
 
 
 TRAIN_DIGITS = {"words": (1, 2, 3, 4), "addition": (1, 2, 3)}  # digits per number (per operand)
@@ -163,10 +166,14 @@ def training_examples(task: str, seed: int = 0):
 
 
 def encode_example(tok: CharTokenizer, ex: Example) -> tuple[list[int], list[int]]:
-    """Inputs and targets of one line: targets are the next tokens, -100 where the next token is prompt."""
+    """Inputs and targets of one line: targets are the next tokens, -100 where the next token is prompt.
+
+    An example with ``scored_from`` keeps the targets of its prompt from that character on as well.
+    """
     ids = tok.encode(ex.prompt + ex.answer + END)
     x, y = ids[:-1], ids[1:]
-    y = [-100] * (len(ex.prompt) - 1) + y[len(ex.prompt) - 1 :]  # predict only the answer and END
+    start = len(ex.prompt) if ex.scored_from is None else ex.scored_from
+    y = [-100] * (start - 1) + y[start - 1 :]  # predict only the answer and END (and the scored prompt)
     return x, y
 
 
@@ -209,10 +216,12 @@ def accuracy(model: GPT, tok: CharTokenizer, examples: list[Example]) -> float:
 
 MODEL = dict(block_size=128, n_layer=4, n_head=4, n_embd=64, dropout=0.0, bias=True)
 # qa needs "the thing a fixed distance back" at every position: rotary positions give that directly.
-# "qa-learned" trains the same qa model with learned positions, for comparison (not saved).
-POSITIONS = {"words": "learned", "addition": "learned", "qa": "rope", "qa-learned": "learned"}
-STEPS = {"words": 1500, "addition": 4000, "qa": 2000, "qa-learned": 2000}
-BATCH = {"words": 64, "addition": 128, "qa": 64, "qa-learned": 64}
+# Variants, recorded for comparison and not saved: "qa-answer-only" trains the same qa model with the
+# loss on the answer only (the question not scored), and "qa-learned" does that with learned positions.
+POSITIONS = {"words": "learned", "addition": "learned", "qa": "rope", "qa-answer-only": "rope", "qa-learned": "learned"}  # fmt: skip
+ANSWER_ONLY = ("qa-answer-only", "qa-learned")
+STEPS = {"words": 1500, "addition": 4000, "qa": 2000, "qa-answer-only": 2000, "qa-learned": 2000}
+BATCH = {"words": 64, "addition": 128, "qa": 64, "qa-answer-only": 64, "qa-learned": 64}
 
 
 CURVE_SET = {"words": "4 digits", "addition": "3 digits", "qa": "known names"}  # tracked while training
@@ -220,13 +229,15 @@ CURVE_SET = {"words": "4 digits", "addition": "3 digits", "qa": "known names"}  
 
 def train(task: str, steps: int, batch_size: int, seed: int = 0, eval_every: int = 250) -> tuple[GPT, dict]:
     """Train a fresh model on ``task``; return it and a log (loss every 50 steps, accuracy curve, seconds)."""
-    pos_encoding, task = POSITIONS[task], task.split("-")[0]  # "qa-learned": the qa task
+    variant, pos_encoding, task = task, POSITIONS[task], task.split("-")[0]  # "qa-learned": the qa task
     tok = CharTokenizer(list(VOCAB))
     torch.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, pos_encoding=pos_encoding, **MODEL))
     tc = TrainConfig(max_steps=steps, learning_rate=3e-3, min_lr=3e-4, warmup_steps=100, weight_decay=0.1)
     opt = model.configure_optimizer(tc.weight_decay, tc.learning_rate, (0.9, 0.99))
     stream = training_examples(task, seed)
+    if variant in ANSWER_ONLY:  # the same lines, with the loss on the answer only
+        stream = (replace(ex, scored_from=None) for ex in stream)
     curve_set = test_sets(task)[CURVE_SET[task]][:100]
     losses, curve, eval_seconds, eval_cpu = [], [], 0.0, 0.0
     start, start_cpu = time.perf_counter(), time.process_time()

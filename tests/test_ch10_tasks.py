@@ -1,6 +1,7 @@
 """The chapter 10 task definitions (benchmarks/ch10_tasks.py): formats, masking, held-out sets."""
 
 import itertools
+import random
 import sys
 from pathlib import Path
 
@@ -62,3 +63,13 @@ def test_held_out_prompts_are_never_trained_on():
         held_out = {ex.prompt for exs in tasks.test_sets(task).values() for ex in exs}
         assert not held_out & {ex.prompt for ex in itertools.islice(tasks.training_examples(task), 3000)}
         assert tasks.test_sets(task) == tasks.test_sets(task)  # seeded: the same every time
+
+
+def test_qa_scores_the_question_but_not_the_facts():
+    tok = CharTokenizer(list(tasks.VOCAB))
+    ex = tasks.Example("ann has a red cup. what does ann have?", " red cup", scored_from=19)
+    x, y = tasks.encode_example(tok, ex)
+    assert all(t == -100 for t in y[:18])
+    assert tok.decode(y[18:]) == "what does ann have? red cup\n"
+    ex = tasks.qa_example(random.Random(0), 2)
+    assert ex.prompt[ex.scored_from :].startswith("what does ")
