@@ -47,6 +47,7 @@ from gptmini.device import auto_device
 from gptmini.model import GPT, GPTConfig
 from gptmini.positional import POS_ENCODINGS
 from gptmini.tokenizer import CharTokenizer
+from gptmini.train import TrainConfig, lr_at
 
 SCALED = "sinusoidal-scaled"
 VARIANTS = (*POS_ENCODINGS, SCALED)
@@ -64,26 +65,22 @@ def build(cfg: GPTConfig, variant: str) -> GPT:
     return model
 
 
-def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
-    """Linear warmup to ``lr``, then cosine decay to lr/10 at the last step."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def train(cfg: GPTConfig, variant: str, train_ids: np.ndarray, args, seed: int, device):
     """A plain AdamW loop; returns the model, the training loss every ``args.log_every`` steps, seconds."""
     torch.manual_seed(seed)
     model = build(cfg, variant).to(device)
     opt = model.configure_optimizer(0.1, args.lr, (0.9, 0.95), device_type=device.type)
+    # warmup, then cosine decay to lr/10 at the last step: the package's schedule
+    schedule = TrainConfig(
+        max_steps=args.steps, learning_rate=args.lr, min_lr=args.lr / 10, warmup_steps=args.warmup
+    )
     gen = torch.Generator().manual_seed(1000 + seed)  # the same batches for every encoding
     history, running = [], 0.0
     start = time.perf_counter()
     model.train()
     for step in range(args.steps):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+            group["lr"] = lr_at(step, schedule)
         x, y = get_batch(train_ids, args.batch_size, cfg.block_size, generator=gen, device=device)
         _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)

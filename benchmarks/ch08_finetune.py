@@ -42,6 +42,7 @@ from gptmini.finetune import (
     finetune,
     fit_linear_probe,
     genre_passages,
+    pooled_states,
     relative_change,
 )
 
@@ -57,18 +58,6 @@ def task(args) -> dict:
 def bag_of_characters(x: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Each character's share of each row: x (N, T) -> (N, V)."""
     return torch.nn.functional.one_hot(x, vocab_size).float().mean(1)
-
-
-@torch.no_grad()
-def last_and_mean_states(model, x: torch.Tensor, batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """The last token's and the mean final hidden state of each row, in one pass: x (N, T) -> 2 x (N, C)."""
-    model.eval()
-    last, mean = [], []
-    for i in range(0, len(x), batch_size):
-        h = model.hidden_states(x[i : i + batch_size])
-        last.append(h[:, -1])
-        mean.append(h.mean(1))
-    return torch.cat(last), torch.cat(mean)
 
 
 def train_one(mode: str, pool: str, seed: int, args, data_: tuple) -> dict:
@@ -150,7 +139,7 @@ def main() -> None:
         pred = (bag(bag_of_characters(xv, V))[:, 0] > 0).long()
     baselines["bag_of_characters"] = float((pred == yv).float().mean())
     t0 = time.perf_counter()
-    features = last_and_mean_states(model, x)
+    features = [pooled_states(model, x, pool, batch_size=128) for pool in ("last", "mean")]
     frozen_info = {}
     for pool, f, l2 in zip(("last", "mean"), features, (1e-3, 1e-1), strict=True):
         frozen = GPTClassifier(model, mode="frozen", pool=pool)

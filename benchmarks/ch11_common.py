@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import time
 
 import numpy as np
 import torch
-from runinfo import cpu_name
+from runinfo import command_line, cpu_name
 
 from gptmini import data
 from gptmini.checkpoints import checkpoint_dir, load_tokenizer
@@ -52,7 +51,7 @@ def full_val_loss(model, val: np.ndarray, block_size: int, batch_size: int = 64)
 def run_info(started: float) -> dict:
     """The command, versions, CPU, threads, load and wall time of this run."""
     return {
-        "command": "OMP_NUM_THREADS=1 nice python " + " ".join(sys.argv),
+        "command": command_line(),  # as actually run: thread setting, nice, arguments
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu": cpu_name(),

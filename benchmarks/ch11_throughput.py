@@ -121,8 +121,8 @@ def main() -> None:
                 attn_impl=impl,
             )
             row[impl] = 2048 / train_step_seconds(cfg, batch=2048 // T)  # tokens/s
-        row["flops_per_token"] = GPT(
-            GPTConfig(vocab_size=79, block_size=T, n_layer=4, n_head=4, n_embd=128)
+        row["flops_per_token"] = GPTConfig(
+            vocab_size=79, block_size=T, n_layer=4, n_head=4, n_embd=128
         ).flops_per_token()
         result["contexts"].append(row)
         print(row, flush=True)

@@ -94,6 +94,17 @@ class GPTConfig:
         total = blocks + (d + d * b) + head
         return total if non_embedding else total + token_table + pos_table
 
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token: 6N + 12·L·T·d (N non-embedding parameters, T = seq_len or block_size).
+
+        6N: each weight does a multiply-add (2 FLOPs) per token forward, twice that backward.
+        12·L·T·d: the attention scores QKᵀ and the weighted sum of V, 2·2·T·d per token and layer
+        forward, times three for forward plus backward (Kaplan et al. 2020; PaLM appendix B).
+        From the shape alone, so it works for models too large to build (GPT-3).
+        """
+        T = seq_len or self.block_size
+        return 6 * self.param_count_formula(non_embedding=True) + 12 * self.n_layer * T * self.n_embd
+
 
 class MLP(nn.Module):
     """Position-wise feed-forward: expand to 4·n_embd, GELU (tanh approximation, as GPT-2), project back."""
@@ -276,14 +287,8 @@ class GPT(nn.Module):
         return n
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token: 6N + 12·L·T·d (N non-embedding parameters, T = seq_len or block_size).
-
-        6N: each weight does a multiply-add (2 FLOPs) per token forward, twice that backward.
-        12·L·T·d: the attention scores QKᵀ and the weighted sum of V, 2·2·T·d per token and layer
-        forward, times three for forward plus backward (Kaplan et al. 2020; PaLM appendix B).
-        """
-        c, T = self.config, seq_len or self.config.block_size
-        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * T * c.n_embd
+        """Training FLOPs per token of this model's shape: ``GPTConfig.flops_per_token``."""
+        return self.config.flops_per_token(seq_len)
 
     # ----- training ------------------------------------------------------------------------------
 

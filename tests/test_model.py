@@ -94,6 +94,13 @@ def test_flops_per_token_formula():
     n, c = model.num_params(non_embedding=True), model.config
     assert model.flops_per_token() == 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
     assert model.flops_per_token(seq_len=5) == 6 * n + 12 * c.n_layer * 5 * c.n_embd
+    assert c.flops_per_token(5) == model.flops_per_token(5)  # the same formula, from the shape alone
+
+
+def test_flops_per_token_of_a_shape_too_large_to_build():
+    gpt2 = GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
+    n = 124_439_808 - 1024 * 768  # GPT-2 124M without its position table
+    assert gpt2.flops_per_token() == 6 * n + 12 * 12 * 1024 * 768
 
 
 def test_gpt2_initialisation():
