@@ -7,11 +7,12 @@ the same tokens (checked). The table gives new tokens per second (batch x new to
 prefill included) for 256 new tokens after a 16-token prompt at batch 1 and 8: the uncached run once
 (it recomputes the whole sequence at every step and takes most of the run's time), the others the
 best of ``--repeat`` runs, alternated so that a busy moment of a shared machine hits them alike.
-"bare model forward" is the prefill plus one cached forward per token and nothing else, the floor
-under a cached decoding step. One torch thread by default: on a small shared CPU, more threads make
+Below the table, the time of one decoding step is split: the prefill plus one cached one-token step
+per new token and nothing else, run as generate runs it (``OneTokenStep``, the forward pass written
+flat) and as the model's ordinary forward pass (module by module), which generate used before. One torch thread by default: on a small shared CPU, more threads make
 small matrix products slower and the timings erratic. On CUDA, when a GPU is present, the same table.
 
-    python benchmarks/bench_generate.py | tee benchmarks/results/bench_generate.txt
+    python benchmarks/bench_generate.py | tee benchmarks/results/bench_generate.txt  # and writes bench_generate.json
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import time
 
 import torch
 import transformers
+from runinfo import command_line, cpu_name, run_info, write_json
 
+from gptmini.decode_step import OneTokenStep
 from gptmini.generate import generate
 from gptmini.model import GPT
 
@@ -62,21 +65,29 @@ def timed(fn, idx: torch.Tensor) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - start, out
 
 
-def bare_forward(model: GPT, n_new: int):
-    """Prefill, then n_new one-token forwards with the cache and nothing else: the floor of a cached step."""
+def bare_steps(model: GPT, n_new: int, flat: bool):
+    """Prefill, then n_new one-token steps with the cache and nothing else: the floor of a decoding step.
 
-    @torch.no_grad()
+    ``flat``: the steps run as ``OneTokenStep`` (what generate uses); otherwise as model(token, kv_cache).
+    """
+
+    @torch.inference_mode()
     def run(idx: torch.Tensor) -> None:
         cache = model.new_kv_cache(idx.shape[0], max_length=idx.shape[1] + n_new)
         model(idx, kv_cache=cache)
-        for _ in range(n_new):
-            model(idx[:, -1:], kv_cache=cache)
+        if flat:
+            step, last = OneTokenStep(model, cache), idx[:, -1]
+            for _ in range(n_new):
+                step(last)
+        else:
+            for _ in range(n_new):
+                model(idx[:, -1:], kv_cache=cache)
 
     return run
 
 
-def table(args, device: torch.device) -> None:
-    """Measure and print tokens/s for every batch size on one device."""
+def table(args, device: torch.device) -> dict:
+    """Measure and print tokens/s for every batch size on one device; return the rows by batch size."""
     hf, model = build_models(args, device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"\n## {device.type}: n_layer={args.n_layer} n_head={args.n_head} n_embd={args.n_embd} "
@@ -85,7 +96,7 @@ def table(args, device: torch.device) -> None:
     header = f"{'batch':>5} | {'no cache':>9} | {'KV cache':>9} | {'transformers':>12} | cache/transformers | cache/no-cache"
     print(f"new tokens per second\n{header}\n{'-' * len(header)}")
     gen = torch.Generator().manual_seed(1)
-    notes = []
+    notes, rows = [], {}
     for batch in args.batch:
         idx = torch.randint(0, args.vocab_size, (batch, args.prompt), generator=gen).to(device)
         runs = decoders(hf, model, args.new_tokens)
@@ -94,9 +105,10 @@ def table(args, device: torch.device) -> None:
         best, outs = {}, {}
         slow = "gptmini, no cache"
         best[slow], outs[slow] = timed(runs[slow], idx)  # the slow one runs once
-        runs["bare forward"] = bare_forward(model, args.new_tokens)
+        runs["flat step"] = bare_steps(model, args.new_tokens, flat=True)
+        runs["module forward"] = bare_steps(model, args.new_tokens, flat=False)
         for _ in range(args.repeat):  # the fast ones alternate, so a busy moment of the machine hits them all
-            for name in ("gptmini, KV cache", "transformers", "bare forward"):
+            for name in ("gptmini, KV cache", "transformers", "flat step", "module forward"):
                 t, out = timed(runs[name], idx)
                 best[name] = min(best.get(name, float("inf")), t)
                 if out is not None:
@@ -106,9 +118,17 @@ def table(args, device: torch.device) -> None:
         print(f"{batch:>5} | {r_nc:>9.0f} | {r_c:>9.0f} | {r_hf:>12.0f} | {r_c / r_hf:>17.1f}x | "
               f"{r_c / r_nc:>13.1f}x   same tokens: {'yes' if same else 'NO'}")  # fmt: skip
         ms = {name: 1e3 * t / args.new_tokens for name, t in best.items()}
-        notes.append(f"batch {batch}, ms per step: gptmini generate {ms['gptmini, KV cache']:.2f} (its bare model "
-                     f"forward {ms['bare forward']:.2f}), transformers {ms['transformers']:.2f}")  # fmt: skip
+        notes.append(f"batch {batch}, ms per new token: gptmini generate {ms['gptmini, KV cache']:.3f} (bare steps: "
+                     f"flat {ms['flat step']:.3f}, module forward {ms['module forward']:.3f}), "
+                     f"transformers {ms['transformers']:.3f}")  # fmt: skip
+        rows[batch] = {"tokens_per_second": {"no_cache": round(r_nc, 1), "cache": round(r_c, 1),
+                                             "transformers": round(r_hf, 1)},
+                       "ms_per_new_token": {name: round(v, 4) for name, v in ms.items()},
+                       "same_tokens": same}  # fmt: skip
     print("\n".join(notes))
+    return {"model": {"n_layer": args.n_layer, "n_head": args.n_head, "n_embd": args.n_embd,
+                      "vocab_size": args.vocab_size, "context": args.context, "parameters": n_params},
+            "batches": rows}  # fmt: skip
 
 
 def main() -> None:
@@ -123,18 +143,24 @@ def main() -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument(
+        "--out", default="benchmarks/results/bench_generate.json", help="JSON results ('' for none)"
+    )
+    p.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (default 1: steady on a shared CPU)"
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# bench_generate: torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"{torch.get_num_threads()} torch thread(s)")  # fmt: skip
-    table(args, torch.device("cpu"))
+    print(f"# {command_line()}\n# torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"python {platform.python_version()}, {cpu_name()}, {os.cpu_count()} CPU cores, "
+          f"{torch.get_num_threads()} torch thread(s), load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    result = {**run_info(), "args": vars(args), "transformers": transformers.__version__}
+    result["cpu"] = table(args, torch.device("cpu"))
     if torch.cuda.is_available():
-        table(args, torch.device("cuda"))
+        result["cuda"] = {"gpu": torch.cuda.get_device_name(), **table(args, torch.device("cuda"))}
     else:
         print("\n(no CUDA GPU here: CUDA table skipped)")
+    if args.out:
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ repetition penalty, temperature, top-k, top-p. Greedy decoding (``do_sample=Fals
 
 With ``use_cache=True`` the prompt goes through the model once (prefill) and every later step feeds
 only the newest token, reading the keys and values of earlier positions from a preallocated
-:class:`~gptmini.attention.KVCache`.
+:class:`~gptmini.attention.KVCache`. That one-token step runs as
+:class:`~gptmini.decode_step.OneTokenStep`, the model's forward pass written out flat for a single
+position: the same logits bit for bit, without most of the fixed costs of a forward pass.
 
 Context window. A model with ``"learned"`` positions only knows positions 0..block_size-1, so it
 always sees the last ``block_size`` tokens of the sequence (a sliding window, as in nanoGPT). Once
@@ -34,6 +36,8 @@ import types
 from collections.abc import Iterator
 
 import torch
+
+from gptmini.decode_step import OneTokenStep
 
 # ----- logit processors: (B, V) logits in, (B, V) logits out ---------------------------------------
 
@@ -166,11 +170,12 @@ def _as_token_list(name: str, value) -> list[int]:
 
 
 @torch.inference_mode()  # lighter than no_grad (no version counters): about 20% off a small model's step
-def _next_logits(model, out: torch.Tensor, t: int, cache, window: int | None) -> torch.Tensor:
+def _next_logits(model, out: torch.Tensor, t: int, cache, window: int | None, step=None) -> torch.Tensor:
     """Logits (B, V) of the token after out[:, :t], seeing the last `window` tokens (None: all).
 
-    The logits are inference tensors; what is computed from them outside this function (the tokens,
-    written into ``out``) is an ordinary tensor, so generated sequences can be trained on.
+    ``step`` (a :class:`OneTokenStep`, or None) runs a cached step of one new token. The logits are
+    inference tensors; what is computed from them outside this function (the tokens, written into
+    ``out``) is an ordinary tensor, so generated sequences can be trained on.
     """
     start = 0 if window is None else max(0, t - window)
     if cache is None:
@@ -178,6 +183,8 @@ def _next_logits(model, out: torch.Tensor, t: int, cache, window: int | None) ->
         return logits[:, -1]
     if start > 0:  # the window slid: every token moved to a new position, the cached keys are stale
         cache.reset()
+    if step is not None and start + cache.length == t - 1:  # one token not cached yet: the flat step
+        return step(out[:, t - 1])
     logits, _ = model(out[:, start + cache.length : t], kv_cache=cache)  # only the tokens not cached yet
     return logits[:, -1]
 
@@ -202,17 +209,19 @@ def _decode(model, prompt, n_new, greedy, settings, eos, pad, use_cache, generat
     window = cfg.block_size if cfg.pos_encoding == "learned" else None
     out = torch.empty(B, T + n_new, dtype=torch.long, device=prompt.device)  # filled left to right
     out[:, :T] = prompt
-    cache = None
-    if use_cache:  # room for every position fed to the model (the last token is never fed)
-        room = T + n_new - 1 if window is None else min(window, T + n_new - 1)
-        cache = model.new_kv_cache(B, max_length=max(room, 1))
+    cache = step = None
     if eos is not None:
         eos = torch.tensor(eos, device=prompt.device)
         finished = torch.zeros(B, 1, dtype=torch.bool, device=prompt.device)
     was_training = model.training
     model.eval()
     try:
-        logits = _next_logits(model, out, T, cache, window)  # the prefill: the whole prompt at once
+        if use_cache:  # room for every position fed to the model (the last token is never fed)
+            room = T + n_new - 1 if window is None else min(window, T + n_new - 1)
+            cache = model.new_kv_cache(B, max_length=max(room, 1))
+            if OneTokenStep.unsupported(model) is None:
+                step = OneTokenStep(model, cache)
+        logits = _next_logits(model, out, T, cache, window, step)  # the prefill: the whole prompt at once
         for t in range(T, T + n_new):
             token = _next_token(logits, out[:, :t], greedy, settings, generator)  # (B, 1)
             if eos is not None:
@@ -222,7 +231,7 @@ def _decode(model, prompt, n_new, greedy, settings, eos, pad, use_cache, generat
             yield out, t + 1
             if t + 1 == T + n_new or (eos is not None and bool(finished.all())):
                 return
-            logits = _next_logits(model, out, t + 1, cache, window)  # one token with the cache
+            logits = _next_logits(model, out, t + 1, cache, window, step)  # one token with the cache
     finally:
         model.train(was_training)
 

@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gptmini.decode_step import OneTokenStep
 from gptmini.generate import (
     _next_logits,
     apply_repetition_penalty,
@@ -198,6 +199,140 @@ def test_eval_mode_and_grad_mode_restored():
     assert torch.is_grad_enabled()  # a paused stream leaves autograd as it was
     it.close()
     assert model.training
+
+
+# ----- the flat one-token step ---------------------------------------------------------------------
+
+
+def step_both_ways(model: GPT, idx: torch.Tensor, prefill: int, exact: bool = True) -> tuple[list, list]:
+    """Logits of every one-token step after a prefill, from the forward pass and from OneTokenStep;
+    checks that both wrote the same keys and values (bit for bit if exact, else to 1e-5)."""
+    B, T = idx.shape
+    caches = [model.new_kv_cache(B, max_length=T), model.new_kv_cache(B, max_length=T)]
+    forward, flat = [], []
+    with torch.inference_mode():
+        for cache in caches:
+            model(idx[:, :prefill], kv_cache=cache)
+        step = OneTokenStep(model, caches[1])
+        for t in range(prefill, T):
+            forward.append(model(idx[:, t : t + 1], kv_cache=caches[0])[0][:, -1])
+            flat.append(step(idx[:, t]))
+    for k0, k1 in zip(caches[0].k + caches[0].v, caches[1].k + caches[1].v, strict=True):
+        assert torch.equal(k0, k1) if exact else torch.allclose(k0, k1, atol=1e-5, rtol=0)
+    assert caches[0].length == caches[1].length == T
+    return forward, flat
+
+
+@pytest.mark.parametrize("attn_impl", ["sdpa", "explicit"])
+@pytest.mark.parametrize("pos_encoding", POS_ENCODINGS)
+def test_one_token_step_equals_the_forward_pass_bit_for_bit(pos_encoding, attn_impl):
+    model = make_model(pos_encoding, block_size=16, attn_impl=attn_impl)
+    idx = torch.randint(0, V, (3, 16), generator=torch.Generator().manual_seed(5))
+    forward, flat = step_both_ways(model, idx, prefill=4)
+    for t, (a, b) in enumerate(zip(forward, flat, strict=True)):
+        assert a.shape == b.shape == (3, V)
+        assert torch.equal(a, b), (pos_encoding, attn_impl, t, (a - b).abs().max())
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(bias=False),
+        dict(tie_weights=False),
+        dict(pos_encoding="rope", n_head=4),
+        dict(n_embd=48, n_head=3),
+    ],
+)
+def test_one_token_step_equals_the_forward_pass_for_other_shapes(kw):
+    kw = {"pos_encoding": "learned", **kw}
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=V, block_size=12, n_layer=3, **{"n_head": 2, "n_embd": 32, **kw})
+    model = GPT(cfg).eval()
+    idx = torch.randint(0, V, (2, 12), generator=torch.Generator().manual_seed(6))
+    forward, flat = step_both_ways(model, idx, prefill=1)
+    assert all(torch.equal(a, b) for a, b in zip(forward, flat, strict=True))
+
+
+def test_one_token_step_under_autocast_and_in_float64():
+    model = make_model("rope")
+    idx = torch.randint(0, V, (2, 12), generator=torch.Generator().manual_seed(7))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bfloat16 products, float32 cache
+        forward, flat = step_both_ways(model, idx, prefill=3)
+    assert forward[0].dtype == flat[0].dtype == torch.bfloat16
+    assert all(torch.equal(a, b) for a, b in zip(forward, flat, strict=True))
+    forward, flat = step_both_ways(model.double(), idx, prefill=3)
+    assert flat[0].dtype == torch.float64 and all(
+        torch.equal(a, b) for a, b in zip(forward, flat, strict=True)
+    )
+
+
+def test_one_token_step_sees_in_place_weight_updates():
+    model = make_model()
+    idx = torch.randint(0, V, (1, 6), generator=torch.Generator().manual_seed(8))
+    cache = model.new_kv_cache(1, max_length=8)
+    with torch.inference_mode():
+        model(idx[:, :5], kv_cache=cache)
+        step = OneTokenStep(model, cache)
+        before = model(idx, kv_cache=model.new_kv_cache(1, max_length=8))[0][:, -1]
+    with torch.no_grad():
+        model.transformer.ln_f.weight.mul_(0.5)  # in place, as an optimizer step (the cache stays valid)
+    with torch.inference_mode():
+        after = model(idx, kv_cache=model.new_kv_cache(1, max_length=8))[0][:, -1]
+        logits = step(idx[:, 5])
+    assert not torch.allclose(before, after)
+    assert torch.allclose(logits, after, atol=1e-5, rtol=0)
+
+
+def test_generate_uses_the_flat_step_only_where_it_stands_in_for_the_model(monkeypatch):
+    calls = []
+    original = OneTokenStep.__call__
+    monkeypatch.setattr(
+        OneTokenStep, "__call__", lambda self, tokens: calls.append(1) or original(self, tokens)
+    )
+    model = make_model()
+    idx = torch.tensor([[1, 2, 3]])
+    out = generate(model, idx, 6, do_sample=False)
+    assert len(calls) == 5  # the prefill is a forward pass; then one flat step per token but the last
+    calls.clear()
+    assert torch.equal(generate(model, idx, 6, do_sample=False, use_cache=False), out)
+    assert not calls
+    seen = []
+    handle = model.transformer.h[0].mlp.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
+    assert "has a forward hook" in OneTokenStep.unsupported(model)
+    assert torch.equal(generate(model, idx, 6, do_sample=False), out)
+    assert not calls and seen == [3, 1, 1, 1, 1, 1]  # the hook saw the prefill and every step
+    handle.remove()
+    assert OneTokenStep.unsupported(model) is None
+
+
+def test_one_token_step_says_why_it_cannot_stand_in():
+    from gptmini.finetune import apply_lora
+
+    model = make_model()
+    assert OneTokenStep.unsupported(model) is None
+    assert "training mode" in OneTokenStep.unsupported(make_model().train())
+
+    class Shifted(GPT):
+        pass
+
+    assert "not a GPT" in OneTokenStep.unsupported(Shifted(model.config).eval())
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: None)
+    try:
+        assert "global forward hooks" in OneTokenStep.unsupported(model)
+    finally:
+        handle.remove()
+    model.transformer.h[1].mlp.gelu = torch.nn.GELU()
+    assert "approximate='none'" in OneTokenStep.unsupported(model)
+    with pytest.raises(ValueError, match="cannot stand in .* GELU"):
+        OneTokenStep(model, model.new_kv_cache(1))
+    lora = apply_lora(make_model(), r=2).eval()
+    assert "LoRALinear" in OneTokenStep.unsupported(lora)
+    idx = torch.tensor([[4, 5, 6]])
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a LoRA update that changes the outputs
+    assert torch.equal(generate(lora, idx, 8, do_sample=False), greedy_reference(lora, idx, 8))
 
 
 # ----- sampling -----------------------------------------------------------------------------------
@@ -418,3 +553,15 @@ def test_a_model_and_its_output_still_train_after_generating(pos_encoding):
     _, loss = model.train()(x, out[:, -x.shape[1] :])
     loss.backward()  # fails with "Inference tensors cannot be saved for backward" if anything leaked
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("pos_encoding", POS_ENCODINGS)
+def test_one_token_step_on_cuda(pos_encoding):
+    model = make_model(pos_encoding).cuda()
+    idx = torch.randint(0, V, (3, 16), generator=torch.Generator().manual_seed(9)).cuda()
+    forward, flat = step_both_ways(model, idx, prefill=4, exact=False)  # GPU kernels may round otherwise
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=0) for a, b in zip(forward, flat, strict=True))
+    out = generate(model, idx[:, :4], 12, do_sample=False)
+    assert torch.equal(out, generate(model, idx[:, :4], 12, do_sample=False, use_cache=False))
