@@ -29,10 +29,10 @@ class OneTokenStep:
     It computes what ``model(tokens[:, None], kv_cache=cache)[0][:, -1]`` computes, with the same
     torch operations on the same numbers, so the logits are equal bit for bit (tested for every
     position encoding, both attention paths and under autocast). What it leaves out is what a general
-    forward pass needs and a one-token step does not: a call through ``nn.Module.__call__`` for each
-    of the ~50 modules, dropout layers that do nothing in eval mode, a check of token ids that the
-    decoding loop produced itself, and a time dimension of size 1. On a small model these fixed
-    costs, not the arithmetic, are most of a step: on the 1.4M-parameter model of
+    forward pass needs and a one-token step does not: a call through ``nn.Module.__call__`` for every
+    module (twelve per block), dropout layers that do nothing in eval mode, a check of token ids that
+    the decoding loop produced itself, and a time dimension of size 1. On a small model a step costs
+    more in such fixed costs than in arithmetic: on the 1.4M-parameter model of
     ``benchmarks/bench_generate.py`` the flat step takes about 40% less time than the forward pass.
 
     It holds the model's weight tensors themselves: in-place updates (an optimizer step) are seen, a
