@@ -25,12 +25,11 @@ reference a decoding strategy should come close to. Seeded (``seed=0`` for every
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import time
 
 import torch
-from runinfo import run_info
+from runinfo import run_info, write_json
 
 from gptmini.checkpoints import load_checkpoint
 from gptmini.data import corpus_text
@@ -125,9 +124,8 @@ def main() -> None:
         "total_seconds": round(time.perf_counter() - start, 1),
         "results": results,
     }
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
-    print(f"wrote {args.out} in {out['total_seconds']} s")
+    write_json(args.out, out)
+    print(f"in {out['total_seconds']} s")
 
 
 if __name__ == "__main__":

@@ -16,11 +16,10 @@ shared machine only ever slows a step down). Both runs must produce the same tok
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
-from runinfo import run_info
+from runinfo import run_info, write_json
 
 from gptmini.checkpoints import load_checkpoint
 from gptmini.generate import stream
@@ -70,9 +69,8 @@ def main() -> None:
             "no_cache": [round(t, 6) for t in best[False]],
         },
     }
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
-    print(f"wrote {args.out} in {out['total_seconds']} s")
+    write_json(args.out, out)
+    print(f"in {out['total_seconds']} s")
 
 
 if __name__ == "__main__":
