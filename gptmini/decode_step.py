@@ -50,20 +50,15 @@ class OneTokenStep:
         self.cache, self.pos_encoding = cache, model.config.pos_encoding
         self.wte = tr.wte.weight
         self.wpe = tr.wpe.weight if self.pos_encoding == "learned" else None
-        self.table = {
-            "sinusoidal": getattr(model, "sinusoidal", None),
-            "rope": getattr(model, "rotary", None),
-        }
-        self.blocks = [  # the tensors themselves: reading them through the modules costs time each step
-            (b.ln_1.normalized_shape, b.ln_1.weight, b.ln_1.bias, b.ln_1.eps,
-             b.attn.c_attn.weight, b.attn.c_attn.bias, b.attn.c_proj.weight, b.attn.c_proj.bias,
-             b.attn.n_head, b.attn.attn_impl == "explicit",
-             b.ln_2.normalized_shape, b.ln_2.weight, b.ln_2.bias, b.ln_2.eps,
-             b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.c_proj.weight, b.mlp.c_proj.bias)
+        self.sinusoidal, self.rotary = getattr(model, "sinusoidal", None), getattr(model, "rotary", None)
+        # the tensors themselves, grouped as the layers' arguments: reading them through the modules at
+        # every step would cost time (nn.Module attribute lookups)
+        self.blocks = [
+            (_norm(b.ln_1), _affine(b.attn.c_attn), _affine(b.attn.c_proj), _norm(b.ln_2),
+             _affine(b.mlp.c_fc), _affine(b.mlp.c_proj), b.attn.n_head, b.attn.attn_impl == "explicit")
             for b in tr.h
         ]  # fmt: skip
-        ln_f, head = tr.ln_f, model.lm_head
-        self.final = (ln_f.normalized_shape, ln_f.weight, ln_f.bias, ln_f.eps, head.weight, head.bias)
+        self.ln_f, self.lm_head = _norm(tr.ln_f), _affine(model.lm_head)
 
     @staticmethod
     def unsupported(model) -> str | None:
@@ -84,6 +79,7 @@ class OneTokenStep:
         return None
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B,): the newest token of each row, at position cache.length -> logits (B, V) of the next."""
         cache, B = self.cache, tokens.shape[0]
         pos = cache.length
         end = pos + 1
@@ -93,31 +89,12 @@ class OneTokenStep:
         if self.pos_encoding == "learned":
             x = x + self.wpe[pos]
         elif self.pos_encoding == "sinusoidal":
-            x = x + self.table["sinusoidal"](pos, 1)[0].to(x.dtype)
+            x = x + self.sinusoidal(pos, 1)[0].to(x.dtype)
         elif self.pos_encoding == "rope":
-            rope = self.table["rope"](pos, 1)  # (cos, sin), each (1, hd/2)
-        for i, (
-            s1,
-            w1,
-            b1,
-            e1,
-            wa,
-            ba,
-            wp,
-            bp,
-            n_head,
-            explicit,
-            s2,
-            w2,
-            b2,
-            e2,
-            wf,
-            bf,
-            wo,
-            bo,
-        ) in enumerate(self.blocks):
-            h = F.layer_norm(x, s1, w1, b1, e1)  # ln_1
-            q, k, v = F.linear(h, wa, ba).view(B, 3, n_head, 1, -1).unbind(1)  # c_attn: (B, nh, 1, hd) each
+            rope = self.rotary(pos, 1)  # (cos, sin), each (1, hd/2)
+        for i, (ln_1, c_attn, c_proj, ln_2, c_fc, mlp_proj, n_head, explicit) in enumerate(self.blocks):
+            h = F.layer_norm(x, *ln_1)
+            q, k, v = F.linear(h, *c_attn).view(B, 3, n_head, 1, -1).unbind(1)  # (B, nh, 1, hd) each
             if rope is not None:
                 q, k = apply_rope(q, *rope), apply_rope(k, *rope)
             keys, values = cache.k[i], cache.v[i]
@@ -130,9 +107,18 @@ class OneTokenStep:
                 y = scaled_dot_product_attention(q, keys, values)[0]
             else:  # the one query may see every key: no mask
                 y = F.scaled_dot_product_attention(q, keys, values)
-            x = x + F.linear(y.view(B, -1), wp, bp)  # attention's c_proj
-            h = F.layer_norm(x, s2, w2, b2, e2)  # ln_2
-            x = x + F.linear(F.gelu(F.linear(h, wf, bf), approximate="tanh"), wo, bo)  # the MLP
+            x = x + F.linear(y.view(B, -1), *c_proj)
+            h = F.layer_norm(x, *ln_2)
+            x = x + F.linear(F.gelu(F.linear(h, *c_fc), approximate="tanh"), *mlp_proj)
         cache.advance(1)
-        shape, w, b, eps, head, head_bias = self.final
-        return F.linear(F.layer_norm(x, shape, w, b, eps), head, head_bias)  # ln_f, lm_head: (B, V)
+        return F.linear(F.layer_norm(x, *self.ln_f), *self.lm_head)  # (B, V)
+
+
+def _norm(ln: nn.LayerNorm) -> tuple:
+    """The arguments of F.layer_norm after the input, as the module passes them."""
+    return ln.normalized_shape, ln.weight, ln.bias, ln.eps
+
+
+def _affine(linear: nn.Linear) -> tuple:
+    """The arguments of F.linear after the input: weight and bias (None without one)."""
+    return linear.weight, linear.bias
