@@ -9,10 +9,11 @@ prefill included) for 256 new tokens after a 16-token prompt at batch 1 and 8: t
 best of ``--repeat`` runs, alternated so that a busy moment of a shared machine hits them alike.
 Below the table, the time of one decoding step is split: the prefill plus one cached one-token step
 per new token and nothing else, run as generate runs it (``OneTokenStep``, the forward pass written
-flat) and as the model's ordinary forward pass (module by module), which generate used before. One torch thread by default: on a small shared CPU, more threads make
-small matrix products slower and the timings erratic. On CUDA, when a GPU is present, the same table.
+flat) and as the model's ordinary forward pass (module by module), which generate used before. One
+torch thread by default: on a small shared CPU, more threads make small matrix products slower and
+the timings erratic. On CUDA, when a GPU is present, the same table.
 
-    python benchmarks/bench_generate.py | tee benchmarks/results/bench_generate.txt  # and writes bench_generate.json
+    python benchmarks/bench_generate.py | tee benchmarks/results/bench_generate.txt  # also writes .json
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from gptmini.positional import RotaryEmbedding, SinusoidalPositionalEncoding, ap
 
 # the modules OneTokenStep knows how to run (exact types: a subclass may compute something else)
 _PLAIN_MODULES = (GPT, Block, CausalSelfAttention, MLP, nn.Linear, nn.LayerNorm, nn.GELU, nn.Embedding,
-                  nn.Dropout, nn.ModuleList, nn.ModuleDict, SinusoidalPositionalEncoding, RotaryEmbedding)  # fmt: skip
+                  nn.Dropout, nn.ModuleList, nn.ModuleDict,
+                  SinusoidalPositionalEncoding, RotaryEmbedding)  # fmt: skip
 
 
 class OneTokenStep:
@@ -79,7 +80,7 @@ class OneTokenStep:
         return None
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B,): the newest token of each row, at position cache.length -> logits (B, V) of the next."""
+        """tokens (B,), the newest token of each row, at position cache.length -> next-token logits (B, V)."""
         cache, B = self.cache, tokens.shape[0]
         pos = cache.length
         end = pos + 1
