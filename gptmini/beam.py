@@ -56,7 +56,7 @@ def beam_search(
     device = prompt.device
     eos_ids = torch.tensor(eos or [], dtype=torch.long, device=device)
     # candidates kept per step: enough that at least num_beams of them do not end with an eos token
-    n_candidates = max(2, 1 + len(eos_ids)) * nb
+    n_candidates = min(max(2, 1 + len(eos_ids)) * nb, nb * V)
     first_row = torch.arange(B, device=device)[:, None] * nb  # (B, 1) row of each prompt's first beam
 
     out = torch.empty(B * nb, max_len, dtype=torch.long, device=device)  # the running beams, row by row

@@ -7,6 +7,7 @@ import torch
 
 from gptmini.beam import beam_search
 from gptmini.generate import generate
+from gptmini.model import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers")
 
@@ -180,10 +181,38 @@ def test_early_stopping_ends_the_search_where_transformers_does(
     eos = int(generate(model, idx, 18, num_beams=3)[0, 7])  # the beams' third token
     kw = dict(num_beams=3, early_stopping=early_stopping, length_penalty=length_penalty, eos_token_id=eos,
               pad_token_id=V - 1)  # fmt: skip
-    calls = []
-    counting = lambda *args: calls.append(1) or next_logits(*args)  # noqa: E731
-    next_logits = gptmini.beam._next_logits
+    calls, next_logits = [], gptmini.beam._next_logits
+
+    def counting(*args):
+        calls.append(args)
+        return next_logits(*args)
+
     monkeypatch.setattr(gptmini.beam, "_next_logits", counting)
     out = generate(model, idx, 18, **kw)
     assert len(calls) == model_calls
     assert torch.equal(out, theirs(hf, idx, max_new_tokens=18, **kw)[0])
+
+
+@pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal", "rope", "none"])
+def test_cached_beams_equal_uncached_for_every_position_encoding(pos_encoding):
+    """The cache reordered with the beams gives what recomputing every beam from scratch gives,
+    past block_size too (learned positions: the sliding window)."""
+    torch.manual_seed(0)
+    model = GPT(
+        GPTConfig(vocab_size=V, block_size=12, n_layer=2, n_head=2, n_embd=32, pos_encoding=pos_encoding)
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    model.eval()
+    idx = prompts(2, seed=4)
+    kw = dict(num_beams=3, num_return_sequences=2, eos_token_id=[5, 6], length_penalty=0.5)
+    cached = generate(model, idx, 16, **kw)
+    assert torch.equal(cached, generate(model, idx, 16, use_cache=False, **kw))
+
+
+def test_a_vocabulary_smaller_than_the_candidates():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=2, block_size=16, n_layer=1, n_head=1, n_embd=8)).eval()
+    out = generate(model, torch.tensor([[0, 1]]), 6, num_beams=3, num_return_sequences=3)
+    assert out.shape == (3, 8) and len({tuple(row) for row in out.tolist()}) == 3
