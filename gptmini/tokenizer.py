@@ -129,6 +129,35 @@ def _merge_pair(ids: list[int], pair: Pair, new_id: int) -> list[int]:
     return out
 
 
+def _merge_with_heap(ids: list[int], ranks: dict[Pair, int]) -> list[int]:
+    """The same merges as repeated ``_merge_pair`` with the earliest-learned pair, in O(n log n).
+
+    A heap holds ``(rank, position)`` of every adjacent pair that has a merge, so the earliest-learned
+    pair, leftmost first, comes out first; tokens form a linked list (``after``), so a merge is O(1).
+    An entry whose pair has changed since it was pushed is stale and skipped.
+    """
+    n = len(ids)
+    ids = list(ids)
+    after = list(range(1, n + 1))  # index of the next live token; n past the end
+    before = list(range(-1, n - 1))
+    alive = [True] * n
+    heap = [(ranks[p], i) for i, p in enumerate(zip(ids, ids[1:], strict=False)) if p in ranks]
+    heapq.heapify(heap)
+    while heap:
+        rank, i = heapq.heappop(heap)
+        j = after[i]
+        if not alive[i] or j == n or ranks.get((ids[i], ids[j])) != rank:
+            continue  # stale
+        ids[i], alive[j] = rank, False  # a pair's rank is the id of the token it merges into
+        after[i] = after[j]
+        if after[i] < n:
+            before[after[i]] = i
+        for left, right in ((before[i], i), (i, after[i])):  # the two pairs the new token is part of
+            if left >= 0 and right < n and (ids[left], ids[right]) in ranks:
+                heapq.heappush(heap, (ranks[ids[left], ids[right]], left))
+    return [t for t, live in zip(ids, alive, strict=True) if live]
+
+
 def _learn_merges(word_counts: dict[bytes, int], n_merges: int, verbose: bool = False) -> list[Pair]:
     """Learn up to ``n_merges`` merges from words (byte strings) and their frequencies.
 
@@ -297,6 +326,8 @@ class BPETokenizer(_Serialisable):
         if ids is not None:
             return ids
         ids = [self.byte_ids[b] for b in piece.encode("utf-8")]
+        if len(ids) > _LONG_PIECE:  # the loop below takes time quadratic in the length; a heap does not
+            ids = _merge_with_heap(ids, self.ranks)
         while len(ids) >= 2:
             pair = min(zip(ids, ids[1:], strict=False), key=lambda p: self.ranks.get(p, _NEVER))
             if pair not in self.ranks:
@@ -461,3 +492,4 @@ def _special_prefix_length(text: str, allowed: set[str]) -> int:
 
 _NEVER = float("inf")  # the rank of a pair that was never merged
 _CACHE_SIZE = 100_000  # pieces whose encoding is remembered
+_LONG_PIECE = 64  # bytes; longer pieces are merged with a heap

@@ -45,6 +45,9 @@ EDGE_CASES = [
     "punctuation!!! ... ?! --- ''' \"quotes\" (brackets) [x] {y} <z>",
     "    def f(x):\n        return x ** 2\n",
     f"Exeunt.{EOT}ACT II",
+    "".join(str(i * i % 10) for i in range(5000)),  # long pieces: merged with a heap
+    " " + "".join(chr(97 + i * i % 26) for i in range(5000)),
+    "=" * 3000 + " " * 3000 + "\n" * 100,
 ]
 
 tricky_chars = st.sampled_from(

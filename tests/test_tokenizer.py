@@ -258,6 +258,35 @@ def test_hf_export_gives_the_same_ids_on_any_text(bpe, hf, s):
     assert hf.encode(s).ids == bpe.encode(s)
 
 
+def _merge_with_loop(ids, ranks):
+    """The textbook order: merge every occurrence of the earliest-learned pair present, repeat."""
+    from gptmini.tokenizer import _merge_pair
+
+    while True:
+        present = [p for p in zip(ids, ids[1:], strict=False) if p in ranks]
+        if not present:
+            return ids
+        pair = min(present, key=ranks.get)
+        ids = _merge_pair(ids, pair, ranks[pair])
+
+
+@settings(max_examples=200, deadline=None)
+@given(s=st.text(alphabet="aeht rsoinl", min_size=0, max_size=300))
+def test_heap_merging_equals_the_loop(bpe, s):
+    from gptmini.tokenizer import _merge_with_heap
+
+    ids = list(s.encode())
+    assert _merge_with_heap(ids, bpe.ranks) == _merge_with_loop(ids, bpe.ranks)
+
+
+def test_long_pieces_take_linear_time_and_match_the_loop(bpe):
+    long_word = "".join(chr(97 + (i * i) % 26) for i in range(20_000))  # one piece of 20,000 letters
+    ids = bpe.encode(long_word)  # quadratic merging would take minutes here
+    assert bpe.decode(ids) == long_word
+    short = long_word[:1000]
+    assert bpe.encode(short) == _merge_with_loop(list(short.encode()), bpe.ranks)
+
+
 # --- streaming --------------------------------------------------------------------------------------
 
 
