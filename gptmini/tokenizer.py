@@ -11,6 +11,8 @@ from typing import Any
 
 import regex
 
+from gptmini.gpt2_tokenizer import GPT2_SPLIT_PATTERN, _bytes_to_unicode, _pieces_to_hold
+
 
 def _to_id_list(ids: Any, vocab_size: int) -> list[int]:
     """Check ``ids`` (a list of ints, or a 1-D tensor or array) against the vocabulary; return a list."""
@@ -107,10 +109,6 @@ class CharTokenizer(_Serialisable):
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
-
-# GPT-2's pre-tokenisation: English contractions, runs of letters, of digits, of other symbols (each
-# with at most one leading space), and whitespace. BPE merges never cross these pieces.
-GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 Pair = tuple[int, int]
 
@@ -220,23 +218,6 @@ def _learn_merges(word_counts: dict[bytes, int], n_merges: int, verbose: bool = 
         if verbose and (len(merges) % 500 == 0 or len(merges) == n_merges):
             print(f"merge {len(merges)}/{n_merges}: {pair} -> {new_id} (count {-neg})")
     return merges
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's map from each byte to a printable character, used by the ``tokenizers`` format."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    mapping, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            mapping[b] = chr(b)
-        else:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return mapping
 
 
 class BPETokenizer(_Serialisable):
@@ -460,34 +441,6 @@ def _as_special_tokens(special_tokens: str | Iterable[str]) -> tuple[str, ...]:
     if not all(isinstance(t, str) and t for t in tokens) or len(set(tokens)) != len(tokens):
         raise ValueError(f"special tokens must be distinct non-empty strings, got {special_tokens!r}")
     return tokens
-
-
-def _pieces_to_hold(pieces: list[str], allowed: set[str]) -> int:
-    """How many of the last ``pieces`` of a text may still change when more text follows.
-
-    With GPT-2's pattern, only the last two: the last may grow (a word; a run of spaces, whose last
-    space joins the next word), and a contraction is decided three characters on (``'l`` is two
-    pieces until a second ``l`` makes it ``'ll``). If the text may end in the start of a special
-    token, the pieces it covers are held, and two more: the text before a special token ends there.
-    """
-    held = 2
-    longest = max(map(len, allowed), default=0)
-    prefix = _special_prefix_length("".join(pieces[-longest:]), allowed) if allowed else 0
-    if prefix:
-        covered, n = 0, 0
-        while covered < prefix:
-            n += 1
-            covered += len(pieces[-n])
-        held = n + 2
-    return min(held, len(pieces))
-
-
-def _special_prefix_length(text: str, allowed: set[str]) -> int:
-    """The length of the longest end of ``text`` that is a proper prefix of an allowed special token."""
-    return max(
-        (k for token in allowed for k in range(1, len(token)) if text.endswith(token[:k])),
-        default=0,
-    )
 
 
 _NEVER = float("inf")  # the rank of a pair that was never merged
