@@ -223,6 +223,7 @@ def _learn_merges(word_counts: dict[bytes, int], n_merges: int, verbose: bool = 
 class BPETokenizer(_Serialisable):
     """Byte-level byte-pair encoding as in GPT-2: 256 byte tokens, learned merges, then special tokens.
 
+    Learn one from text with ``train``, or load GPT-2's own with ``from_pretrained("gpt2")``.
     Every string round-trips: ``decode(encode(s)) == s``. Decoding ids whose bytes are not valid
     UTF-8 on their own (half of a multi-byte character, say) puts U+FFFD in their place, as GPT-2 does.
     """
