@@ -1,7 +1,8 @@
-"""Today's model variants (chapter 12): checks, exact counts, the GQA cache, RoPE layouts, soft-capping."""
+"""Today's model variants (chapter 12): checks, exact counts, the GQA cache, RoPE layouts, soft-capping, Muon."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from gptmini.decode_step import OneTokenStep
 from gptmini.generate import generate
 from gptmini.model import GPT, GPTConfig
 from gptmini.positional import apply_rope, apply_rope_interleaved, interleaved_to_half, rope_angles
+from gptmini.train import TrainConfig, Trainer, make_optimizer
 
 SMALL = dict(vocab_size=29, block_size=12, n_layer=2, n_head=4, n_embd=32)
 LLAMA = dict(pos_encoding="rope", norm="rmsnorm", mlp="swiglu", bias=False, tie_weights=False)
@@ -322,3 +324,77 @@ def test_variants_train():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+# ----- Muon ----------------------------------------------------------------------------------------
+
+
+def muon_config(**kw) -> TrainConfig:
+    base = dict(max_steps=40, batch_size=8, learning_rate=3e-3, min_lr=3e-4, warmup_steps=0, eval_interval=0,
+                eval_iters=2, progress=False, device="cpu", optimizer="muon")  # fmt: skip
+    return TrainConfig(**(base | kw))
+
+
+def periodic_tokens() -> np.ndarray:
+    return np.tile(np.arange(29), 60).astype(np.uint16)  # a sequence a model can learn in a few steps
+
+
+def test_unknown_optimizer_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'; allowed: adamw, muon"):
+        TrainConfig(optimizer="sgd")
+
+
+@pytest.mark.parametrize("kw", [dict(), LLAMA | dict(n_kv_head=2, qk_norm=True)])
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest(kw):
+    model = make(**kw)
+    opt = make_optimizer(model, muon_config())
+    muon, adamw = opt.optimizers
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    names = {id(p): name for name, p in model.named_parameters()}
+    in_muon = sorted(names[id(p)] for g in muon.param_groups for p in g["params"])
+    matrices = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    matrices += ("mlp.c_gate.weight",) if kw else ()
+    assert in_muon == sorted(f"transformer.h.{i}.{m}" for i in range(2) for m in matrices)
+    decayed, plain = ([names[id(p)] for p in g["params"]] for g in adamw.param_groups)
+    assert sorted(decayed) == sorted(["transformer.wte.weight"] + ([] if model.config.tie_weights else ["lm_head.weight"])
+                                     + (["transformer.wpe.weight"] if not kw else []))  # fmt: skip
+    assert all(
+        name.endswith(("bias", "ln_1.weight", "ln_2.weight", "ln_f.weight", "norm.weight")) for name in plain
+    )
+    assert len(in_muon) + len(decayed) + len(plain) == len(names)  # every parameter, once
+    assert muon.param_groups[0]["adjust_lr_fn"] == "match_rms_adamw"
+
+
+def test_muon_update_has_adamw_sized_rms():
+    """match_rms_adamw: lr·0.2·√max(A, B) on an orthogonalised update of RMS 1/√max(A, B) -> RMS 0.2·lr."""
+    model = make(n_embd=64, n_head=4).train()
+    lr = 1e-3
+    opt = make_optimizer(model, muon_config(learning_rate=lr, min_lr=lr, weight_decay=0.0))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    idx = torch.randint(0, 29, (4, 12), generator=torch.Generator().manual_seed(0))
+    model(idx, idx)[1].backward()
+    opt.step()
+    for name, p in model.named_parameters():
+        if name.endswith(("c_attn.weight", "c_fc.weight", "c_proj.weight")):  # shapes 192×64, 256×64, 64×256
+            rms = (p.detach() - before[name]).pow(2).mean().sqrt().item()
+            # five Newton–Schulz steps leave the singular values between about 0.7 and 1.2, not exactly
+            # 1 (measured here: update RMS 0.13-0.15·lr), hence the range around 0.2·lr. (0.2·lr is the
+            # RMS of AdamW's updates in a long run, Liu et al. 2025; its first step is ±lr per entry.)
+            assert 0.1 * lr < rms < 0.26 * lr, (name, rms / lr)
+
+
+def test_muon_lowers_the_loss_and_resumes_exactly(tmp_path):
+    tokens = periodic_tokens()
+    model = make(**(LLAMA | dict(n_kv_head=2)))
+    trainer = Trainer(model, tokens, None, muon_config())
+    h = trainer.train()
+    assert np.mean(h.train_loss[-5:]) < 0.5 * np.mean(h.train_loss[:5])
+
+    first = Trainer(make(**(LLAMA | dict(n_kv_head=2))), tokens, None, muon_config())
+    first.train(until=25)
+    first.save_checkpoint(tmp_path / "ckpt")
+    resumed = Trainer.resume(tmp_path / "ckpt", tokens, None)
+    resumed.train()
+    assert resumed.history.train_loss == h.train_loss
+    for name, a in trainer.model.state_dict().items():
+        assert torch.equal(a, resumed.model.state_dict()[name]), name
