@@ -34,6 +34,21 @@ def _is_transposed(hf_model: nn.Module, name: str) -> bool:
     return name.endswith(".weight") and type(module).__name__ == "Conv1D"
 
 
+def _refuse_unsupported(hf_config, checks: list[tuple]) -> None:
+    """Raise a ValueError naming the first (field, value, supported?, what gptmini needs) not supported."""
+    for field, value, supported, needed in checks:
+        if not supported:
+            raise ValueError(
+                f"{type(hf_config).__name__}.{field} = {value!r} is not supported by gptmini; it needs {needed}"
+            )
+
+
+def _like(module: nn.Module, reference: nn.Module) -> nn.Module:
+    """``module`` on the device, in the dtype and in the train/eval mode of ``reference``."""
+    param = next(reference.parameters())
+    return module.to(device=param.device, dtype=param.dtype).train(reference.training)
+
+
 def config_from_hf(hf_config) -> GPTConfig:
     """The GPTConfig of a GPT2Config, or a ValueError for a GPT-2 variant gptmini does not compute."""
     c = hf_config
@@ -54,9 +69,7 @@ def config_from_hf(hf_config) -> GPTConfig:
         ),
         ("add_cross_attention", c.add_cross_attention, not c.add_cross_attention, "False"),
     ]
-    for field, value, supported, needed in checks:
-        if not supported:
-            raise ValueError(f"GPT2Config.{field} = {value!r} is not supported by gptmini; it needs {needed}")
+    _refuse_unsupported(c, checks)
     return GPTConfig(
         vocab_size=c.vocab_size,
         block_size=c.n_positions,
@@ -108,10 +121,7 @@ def llama_config_from_hf(hf_config) -> GPTConfig:
             "full attention in every layer",
         ),
     ]
-    name = type(c).__name__
-    for field, value, supported, needed in checks:
-        if not supported:
-            raise ValueError(f"{name}.{field} = {value!r} is not supported by gptmini; it needs {needed}")
+    _refuse_unsupported(c, checks)
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     n_kv_head = c.num_key_value_heads or c.num_attention_heads
     config = GPTConfig(
@@ -236,9 +246,7 @@ def from_hf(hf_model, cls: type[GPT] = GPT) -> GPT:
     """A gptmini GPT with the weights of ``hf_model``: a GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM."""
     model_type = getattr(hf_model.config, "model_type", None)
     if model_type in LLAMA_LIKE:
-        model = _from_llama(hf_model, cls)
-        param = next(hf_model.parameters())
-        return model.to(device=param.device, dtype=param.dtype).train(hf_model.training)
+        return _like(_from_llama(hf_model, cls), hf_model)
     if model_type != "gpt2":
         raise ValueError(
             f"from_hf knows GPT-2, Llama and Qwen3 models (model_type 'gpt2', 'llama', 'qwen3'), "
@@ -253,8 +261,7 @@ def from_hf(hf_model, cls: type[GPT] = GPT) -> GPT:
         tensor = hf_state[name]
         state[name] = tensor.t() if _is_transposed(hf_model, name) else tensor
     model.load_state_dict(state)
-    param = next(hf_model.parameters())
-    return model.to(device=param.device, dtype=param.dtype).train(hf_model.training)
+    return _like(model, hf_model)
 
 
 def to_hf(model: GPT):
@@ -266,9 +273,7 @@ def to_hf(model: GPT):
     """
     c = model.config
     if _is_llama_shaped(c):
-        hf_model = _to_llama(model)
-        param = next(model.parameters())
-        return hf_model.to(device=param.device, dtype=param.dtype).train(model.training)
+        return _like(_to_llama(model), model)
     from transformers import GPT2Config, GPT2LMHeadModel
 
     if c.pos_encoding != "learned" or not c.bias:
@@ -304,8 +309,7 @@ def to_hf(model: GPT):
         for name, tensor in model.state_dict().items()
     }
     hf_model.load_state_dict(state, strict=True)
-    param = next(model.parameters())
-    return hf_model.to(device=param.device, dtype=param.dtype).train(model.training)
+    return _like(hf_model, model)
 
 
 def from_pretrained(name: str = "gpt2", cls: type[GPT] = GPT, **kwargs) -> GPT:

@@ -264,7 +264,7 @@ def softcap(logits: torch.Tensor, cap: float) -> torch.Tensor:
 
 
 class GPT(nn.Module):
-    """A decoder-only transformer language model (GPT-2 architecture, with a choice of positions)."""
+    """A decoder-only transformer language model: GPT-2's architecture, or with today's variants (chapter 12)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -385,6 +385,7 @@ class GPT(nn.Module):
         """An empty KV cache for ``batch_size`` sequences of up to ``max_length`` positions.
 
         ``max_length`` defaults to block_size; it may exceed it except with learned positions.
+        It holds ``kv_heads`` heads per layer: grouped-query attention shrinks it by n_head / n_kv_head.
         """
         c = self.config
         max_length = c.block_size if max_length is None else max_length
@@ -483,17 +484,17 @@ class GPT(nn.Module):
         model.load_state_dict(state, strict=False)  # strict=False only for the tied lm_head.weight
         return model
 
-    # ----- GPT-2 interoperability (implemented in hf.py, imported on first use) --------------------
+    # ----- interoperability with transformers (implemented in hf.py, imported on first use) --------
 
     @classmethod
     def from_hf(cls, hf_model) -> GPT:
-        """A GPT with the weights of a ``transformers.GPT2LMHeadModel``."""
+        """A GPT with the weights of a transformers ``GPT2LMHeadModel``, ``LlamaForCausalLM`` or ``Qwen3ForCausalLM``."""
         from gptmini.hf import from_hf
 
         return from_hf(hf_model, cls)
 
     def to_hf(self):
-        """This model as a ``transformers.GPT2LMHeadModel`` (learned positions and biases required)."""
+        """This model as the transformers class of its shape: ``GPT2LMHeadModel``, ``LlamaForCausalLM`` or ``Qwen3ForCausalLM``."""
         from gptmini.hf import to_hf
 
         return to_hf(self)
