@@ -10,6 +10,9 @@ for the model (see :meth:`OneTokenStep.unsupported`) and calls the model otherwi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,11 +52,8 @@ class OneTokenStep:
         if reason is not None:
             raise ValueError(f"OneTokenStep cannot stand in for this model's forward pass: {reason}")
         tr = model.transformer
-        self.cache, self.pos_encoding, self.logit_softcap = (
-            cache,
-            model.config.pos_encoding,
-            model.config.logit_softcap,
-        )
+        self.cache, self.pos_encoding = cache, model.config.pos_encoding
+        self.logit_softcap = model.config.logit_softcap
         self.wte = tr.wte.weight
         self.wpe = tr.wpe.weight if self.pos_encoding == "learned" else None
         self.sinusoidal, self.rotary = getattr(model, "sinusoidal", None), getattr(model, "rotary", None)
@@ -64,7 +64,7 @@ class OneTokenStep:
              b.attn.rotate, b.attn.attn_impl == "explicit", _norm(b.ln_2), _mlp(b.mlp))
             for b in tr.h
         ]  # fmt: skip
-        self.ln_f, self.lm_head = _norm(tr.ln_f), _affine(model.lm_head)  # ln_f: (function, *arguments)
+        self.ln_f, self.lm_head = _norm(tr.ln_f), _affine(model.lm_head)
 
     @staticmethod
     def unsupported(model) -> str | None:
@@ -100,13 +100,13 @@ class OneTokenStep:
             rope = self.rotary(pos, 1)  # (cos, sin), each (1, hd/2)
         for i, (ln_1, c_attn, c_proj, heads, qk_norms, rotate, explicit, ln_2, mlp) in enumerate(self.blocks):
             nh, nkv, hd = heads
-            h = ln_1[0](x, *ln_1[1:])
+            h = ln_1(x)
             q, k, v = F.linear(h, *c_attn).split((nh * hd, nkv * hd, nkv * hd), dim=-1)
-            q, k, v = q.view(B, 1, nh, hd), k.view(B, 1, nkv, hd), v.view(B, 1, nkv, hd)
+            # (B, heads, 1, hd): with one position, the forward pass's transpose is only a view
+            q, k, v = q.view(B, nh, 1, hd), k.view(B, nkv, 1, hd), v.view(B, nkv, 1, hd)
             if qk_norms is not None:
-                (q_norm, *q_args), (k_norm, *k_args) = qk_norms
-                q, k = q_norm(q, *q_args), k_norm(k, *k_args)
-            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, 1, hd)
+                q_norm, k_norm = qk_norms
+                q, k = q_norm(q), k_norm(k)
             if rope is not None:
                 q, k = rotate(q, *rope), rotate(k, *rope)
             keys, values = cache.k[i], cache.v[i]
@@ -116,16 +116,14 @@ class OneTokenStep:
             if keys.dtype != q.dtype:  # autocast: as in CausalSelfAttention
                 keys, values = keys.to(q.dtype), values.to(q.dtype)
             if nkv != nh:  # grouped-query attention: as in CausalSelfAttention
-                keys, values = (
-                    keys.repeat_interleave(nh // nkv, dim=1),
-                    values.repeat_interleave(nh // nkv, dim=1),
-                )
+                group = nh // nkv
+                keys, values = keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1)
             if explicit:
                 y = scaled_dot_product_attention(q, keys, values)[0]
             else:  # the one query may see every key: no mask
                 y = F.scaled_dot_product_attention(q, keys, values)
             x = x + F.linear(y.view(B, -1), *c_proj)
-            h = ln_2[0](x, *ln_2[1:])
+            h = ln_2(x)
             c_gate, c_fc, mlp_proj, kind = mlp
             u = F.linear(h, *c_fc)
             if kind == "swiglu":
@@ -136,15 +134,16 @@ class OneTokenStep:
                 u = F.gelu(u, approximate="tanh")
             x = x + F.linear(u, *mlp_proj)
         cache.advance(1)
-        logits = F.linear(self.ln_f[0](x, *self.ln_f[1:]), *self.lm_head)  # (B, V)
+        logits = F.linear(self.ln_f(x), *self.lm_head)  # (B, V)
         return logits if self.logit_softcap is None else softcap(logits, self.logit_softcap)
 
 
-def _norm(norm: nn.Module) -> tuple:
-    """(function, its arguments after the input) that the LayerNorm or RMSNorm module calls."""
+def _norm(norm: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The call that the LayerNorm or RMSNorm module makes, with its arguments bound: x -> norm(x)."""
     if isinstance(norm, nn.RMSNorm):
-        return F.rms_norm, norm.normalized_shape, norm.weight, norm.eps
-    return F.layer_norm, norm.normalized_shape, norm.weight, norm.bias, norm.eps
+        return partial(F.rms_norm, normalized_shape=norm.normalized_shape, weight=norm.weight, eps=norm.eps)
+    return partial(F.layer_norm, normalized_shape=norm.normalized_shape, weight=norm.weight, bias=norm.bias,
+                   eps=norm.eps)  # fmt: skip
 
 
 def _heads(attn: CausalSelfAttention) -> tuple[int, int, int]:
@@ -153,7 +152,7 @@ def _heads(attn: CausalSelfAttention) -> tuple[int, int, int]:
 
 
 def _qk_norms(attn: CausalSelfAttention) -> tuple | None:
-    """The QK-norm layers as _norm tuples, or None without QK-norm."""
+    """The QK-norm layers as _norm calls, or None without QK-norm."""
     return None if attn.q_norm is None else (_norm(attn.q_norm), _norm(attn.k_norm))
 
 
