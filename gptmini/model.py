@@ -70,9 +70,8 @@ class GPTConfig:
         if self.pos_encoding not in POS_ENCODINGS:
             raise ValueError(f"unknown pos_encoding {self.pos_encoding!r}; allowed: {POS_ENCODINGS}")
         if self.pos_encoding == "rope" and self.head_dim % 2 != 0:
-            raise ValueError(
-                f"pos_encoding 'rope' needs an even head size, got {'n_embd/n_head' if self.d_head is None else 'd_head'} = {self.head_dim}"
-            )
+            size = "n_embd/n_head" if self.d_head is None else "d_head"
+            raise ValueError(f"pos_encoding 'rope' needs an even head size, got {size} = {self.head_dim}")
         if self.attn_impl not in ATTN_IMPLS:
             raise ValueError(f"unknown attn_impl {self.attn_impl!r}; allowed: {ATTN_IMPLS}")
         for name in ("rope_base", "layer_norm_eps"):

@@ -398,3 +398,16 @@ def test_muon_lowers_the_loss_and_resumes_exactly(tmp_path):
     assert resumed.history.train_loss == h.train_loss
     for name, a in trainer.model.state_dict().items():
         assert torch.equal(a, resumed.model.state_dict()[name]), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_muon_trains_a_llama_shape_under_bf16_and_generates():
+    tokens = periodic_tokens()
+    model = make(**(LLAMA | dict(n_kv_head=2, qk_norm=True)))
+    trainer = Trainer(model, tokens, None, muon_config(device="cuda", dtype="bfloat16"))
+    h = trainer.train()
+    assert np.mean(h.train_loss[-5:]) < 0.5 * np.mean(h.train_loss[:5])
+    model.eval()
+    idx = torch.randint(0, 29, (2, 4), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    assert OneTokenStep.unsupported(model) is None
+    assert generate(model, idx, 12, do_sample=False).shape == (2, 16)  # the flat cached step on CUDA
