@@ -8,7 +8,9 @@ Two paths compute the same thing (they agree to 1e-5 in float32, tested):
   to fused flash/memory-efficient kernels that never materialise the score matrix.
 
 :class:`KVCache` keeps the keys and values of positions already processed, so that generating one
-more token costs one row of attention instead of recomputing the whole prefix.
+more token costs one row of attention instead of recomputing the whole prefix. With grouped-query
+attention (``n_kv_head`` < ``n_head``, chapter 12) it holds only the ``n_kv_head`` key/value heads, so
+its memory shrinks by ``n_head / n_kv_head``.
 """
 
 from __future__ import annotations

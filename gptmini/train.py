@@ -1,4 +1,4 @@
-"""Pretraining: AdamW, warmup + cosine decay, clipping, accumulation, evaluation, checkpoints, DDP.
+"""Pretraining: AdamW (or Muon), warmup + cosine decay, clipping, accumulation, evaluation, checkpoints, DDP.
 
 Several processes (GPUs, or CPU processes with gloo) train one model with PyTorch's
 DistributedDataParallel when started by ``torchrun``::
