@@ -8,7 +8,9 @@ Two paths compute the same thing (they agree to 1e-5 in float32, tested):
   to fused flash/memory-efficient kernels that never materialise the score matrix.
 
 :class:`KVCache` keeps the keys and values of positions already processed, so that generating one
-more token costs one row of attention instead of recomputing the whole prefix.
+more token costs one row of attention instead of recomputing the whole prefix. With grouped-query
+attention (``n_kv_head`` < ``n_head``, chapter 12) it holds only the ``n_kv_head`` key/value heads, so
+its memory shrinks by ``n_head / n_kv_head``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptmini.positional import apply_rope
+from gptmini.positional import ROPE_LAYOUTS, apply_rope, apply_rope_interleaved
 
 ATTN_IMPLS = ("sdpa", "explicit")
 
@@ -55,7 +57,7 @@ def scaled_dot_product_attention(
 class KVCache:
     """Preallocated keys and values of every layer, for incremental decoding.
 
-    ``k[layer]`` and ``v[layer]`` have shape (B, n_head, max_length, head_dim); the first ``length``
+    ``k[layer]`` and ``v[layer]`` have shape (B, n_kv_head, max_length, head_dim); the first ``length``
     positions are filled. A forward pass with the cache processes its tokens at positions
     ``length, length+1, ...``, writes their keys/values and advances ``length``.
     Made by ``GPT.new_kv_cache``.
@@ -65,13 +67,13 @@ class KVCache:
         self,
         n_layer: int,
         batch_size: int,
-        n_head: int,
+        n_kv_head: int,
         head_dim: int,
         max_length: int,
         device=None,
         dtype=None,
     ):
-        shape = (batch_size, n_head, max_length, head_dim)
+        shape = (batch_size, n_kv_head, max_length, head_dim)  # n_kv_head = n_head without GQA
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.batch_size, self.max_length = batch_size, max_length
@@ -88,12 +90,12 @@ class KVCache:
             )
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, nh, T_new, hd) at positions length.. of ``layer``; return all keys/values so far."""
+        """Store k, v (B, n_kv_head, T_new, hd) at positions length.. of ``layer``; return all keys/values so far."""
         self.check_room(k.shape[0], k.shape[2])
         end = self.length + k.shape[2]
         self.k[layer][:, :, self.length : end] = k
         self.v[layer][:, :, self.length : end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, nh, end, hd)
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, n_kv_head, end, hd)
 
     def advance(self, t_new: int) -> None:
         """Mark t_new more positions as filled (the model calls this after its last layer)."""
@@ -105,20 +107,48 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with a fused q/k/v projection (GPT-2 layout: ``c_attn``, ``c_proj``)."""
+    """Multi-head causal self-attention with a fused q/k/v projection (GPT-2 layout: ``c_attn``, ``c_proj``).
+
+    The variants of today's models (chapter 12): ``n_kv_head`` < ``n_head`` key/value heads, each
+    shared by a group of ``n_head / n_kv_head`` query heads (grouped-query attention; multi-query with
+    one); ``head_dim`` other than n_embd/n_head (Qwen3); ``qk_norm``, an RMSNorm with a learned gain
+    over each head's q and k before the rotation (Qwen3); ``rope_layout``, which dimensions RoPE pairs.
+    ``c_attn``'s output is q of all heads, then k, then v: (n_head + 2·n_kv_head)·head_dim features.
+    """
 
     def __init__(
-        self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, attn_impl: str = "sdpa"
+        self,
+        n_embd: int,
+        n_head: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        attn_impl: str = "sdpa",
+        *,
+        n_kv_head: int | None = None,
+        head_dim: int | None = None,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
+        rope_layout: str = "half",
     ):
         super().__init__()
-        if n_embd % n_head != 0:
+        n_kv_head = n_head if n_kv_head is None else n_kv_head
+        if head_dim is None and n_embd % n_head != 0:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        if n_head % n_kv_head != 0:
+            raise ValueError(f"n_kv_head ({n_kv_head}) must divide n_head ({n_head})")
         if attn_impl not in ATTN_IMPLS:
             raise ValueError(f"unknown attn_impl {attn_impl!r}; allowed: {ATTN_IMPLS}")
-        self.n_embd, self.n_head, self.head_dim = n_embd, n_head, n_embd // n_head
+        if rope_layout not in ROPE_LAYOUTS:
+            raise ValueError(f"unknown rope_layout {rope_layout!r}; allowed: {ROPE_LAYOUTS}")
+        self.n_embd, self.n_head, self.n_kv_head = n_embd, n_head, n_kv_head
+        self.head_dim = n_embd // n_head if head_dim is None else head_dim
         self.dropout, self.attn_impl = dropout, attn_impl
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # q, k, v of all heads at once
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.rotate = apply_rope if rope_layout == "half" else apply_rope_interleaved
+        hd = self.head_dim
+        self.c_attn = nn.Linear(n_embd, (n_head + 2 * n_kv_head) * hd, bias=bias)  # q, k, v at once
+        self.c_proj = nn.Linear(n_head * hd, n_embd, bias=bias)
+        self.q_norm = nn.RMSNorm(hd, eps=norm_eps) if qk_norm else None
+        self.k_norm = nn.RMSNorm(hd, eps=norm_eps) if qk_norm else None
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(
@@ -135,17 +165,23 @@ class CausalSelfAttention(nn.Module):
         earlier positions, of which this call's tokens come right after.
         """
         B, T, C = x.shape
-        # (B, T, 3C) -> (B, T, 3, nh, hd) -> (3, B, nh, T, hd): q, k, v with the heads as a batch dimension
-        qkv = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B, nh, T, hd) each
+        nh, nkv, hd = self.n_head, self.n_kv_head, self.head_dim
+        q, k, v = self.c_attn(x).split((nh * hd, nkv * hd, nkv * hd), dim=-1)
+        q, k, v = q.view(B, T, nh, hd), k.view(B, T, nkv, hd), v.view(B, T, nkv, hd)
+        if self.q_norm is not None:  # QK-norm: each head's q and k scaled to RMS 1 (times a gain)
+            q, k = self.q_norm(q), self.k_norm(k)
+        # the heads become a batch dimension: (B, nh, T, hd) for q, (B, nkv, T, hd) for k and v
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = self.rotate(q, *rope), self.rotate(k, *rope)
         offset = 0
         if kv_cache is not None:
             offset = kv_cache.length
-            k, v = kv_cache.update(layer, k, v)  # (B, nh, offset+T, hd)
+            k, v = kv_cache.update(layer, k, v)  # (B, nkv, offset+T, hd): only n_kv_head heads stored
             if k.dtype != q.dtype:  # the cache may hold another dtype than autocast gives
                 k, v = k.to(q.dtype), v.to(q.dtype)
+        if nkv != nh:  # grouped-query: query head h reads key/value head h // (nh / nkv)
+            k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)
         t_key = k.shape[2]
         dropout_p = self.dropout if self.training else 0.0
 
@@ -160,5 +196,5 @@ class CausalSelfAttention(nn.Module):
             # so pass the mask shifted by offset. One new token may see every cached key: no mask.
             mask = None if T == 1 else causal_mask(T, t_key, offset, x.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble the heads side by side
+        y = y.transpose(1, 2).reshape(B, T, nh * hd)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y)), weights

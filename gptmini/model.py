@@ -3,6 +3,11 @@
 Parameter names follow GPT-2 (and nanoGPT): ``transformer.wte``, ``transformer.wpe``,
 ``transformer.h.{i}.{ln_1,attn,ln_2,mlp}``, ``transformer.ln_f``, ``lm_head``, so that GPT-2 weights
 map onto it one to one (see ``hf.py``).
+
+The same classes express today's Llama/Qwen3-shaped models (chapter 12) through a few config fields:
+``norm`` (RMSNorm for LayerNorm), ``mlp`` (SwiGLU or ReLU² for GELU), ``n_kv_head`` (grouped-query
+attention), ``qk_norm``, ``rope_layout`` and ``logit_softcap``. Each variant is a small class or
+function beside its GPT-2 counterpart, chosen in one place: :func:`make_norm` and :func:`make_mlp`.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptmini.attention import ATTN_IMPLS, CausalSelfAttention, KVCache
-from gptmini.positional import POS_ENCODINGS, RotaryEmbedding, SinusoidalPositionalEncoding
+from gptmini.positional import POS_ENCODINGS, ROPE_LAYOUTS, RotaryEmbedding, SinusoidalPositionalEncoding
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu", "relu2")
 
 
 @dataclass
@@ -39,13 +46,22 @@ class GPTConfig:
     rope_base: float = 10000.0
     layer_norm_eps: float = 1e-5
     attn_impl: str = "sdpa"  # "sdpa" (fused kernels) | "explicit" (softmax(QKᵀ/√d)V written out)
+    # today's models (chapter 12); the defaults are GPT-2's choices
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm" (no mean subtracted, no bias; eps: layer_norm_eps)
+    mlp: str = "gelu"  # "gelu" | "swiglu" (Llama, Qwen) | "relu2" (ReLU squared, nanochat)
+    d_ff: int | None = None  # MLP hidden width; None: see ffn_dim
+    n_kv_head: int | None = None  # key/value heads, dividing n_head (grouped-query attention); None: n_head
+    d_head: int | None = None  # size of one head; None: n_embd // n_head (Qwen3 sets it explicitly)
+    qk_norm: bool = False  # RMSNorm with a learned gain over each head's q and k, before RoPE (Qwen3)
+    rope_layout: str = "half"  # "half" (transformers: i pairs with i + hd/2) | "interleaved" (Meta: 2i, 2i+1)
+    logit_softcap: float | None = None  # logits -> cap·tanh(logits/cap) (Gemma 2); None: no cap
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head != 0:
+        if self.d_head is None and self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) so the heads split it evenly"
             )
@@ -54,18 +70,62 @@ class GPTConfig:
         if self.pos_encoding not in POS_ENCODINGS:
             raise ValueError(f"unknown pos_encoding {self.pos_encoding!r}; allowed: {POS_ENCODINGS}")
         if self.pos_encoding == "rope" and self.head_dim % 2 != 0:
-            raise ValueError(
-                f"pos_encoding 'rope' needs an even head size, got n_embd/n_head = {self.head_dim}"
-            )
+            size = "n_embd/n_head" if self.d_head is None else "d_head"
+            raise ValueError(f"pos_encoding 'rope' needs an even head size, got {size} = {self.head_dim}")
         if self.attn_impl not in ATTN_IMPLS:
             raise ValueError(f"unknown attn_impl {self.attn_impl!r}; allowed: {ATTN_IMPLS}")
         for name in ("rope_base", "layer_norm_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        self._check_modern_variants()
+
+    def _check_modern_variants(self) -> None:
+        """The checks of the chapter-12 fields: known names, sizes that fit, no field without effect."""
+        for name, allowed in (("norm", NORMS), ("mlp", MLPS), ("rope_layout", ROPE_LAYOUTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; allowed: {allowed}")
+        for name in ("d_ff", "n_kv_head", "d_head"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if self.n_head % self.kv_heads != 0:
+            raise ValueError(
+                f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head}): each key/value head "
+                "serves an equal group of query heads"
+            )
+        if self.rope_layout != "half" and self.pos_encoding != "rope":
+            raise ValueError(
+                f"rope_layout {self.rope_layout!r} needs pos_encoding 'rope', got {self.pos_encoding!r}"
+            )
+        cap = self.logit_softcap
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int | float) or not cap > 0):
+            raise ValueError(f"logit_softcap must be a positive number or None, got {cap!r}")
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        """The size of one attention head: d_head, or n_embd // n_head when that is None."""
+        return self.n_embd // self.n_head if self.d_head is None else self.d_head
+
+    @property
+    def kv_heads(self) -> int:
+        """The number of key/value heads: n_kv_head, or n_head (plain multi-head attention)."""
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def ffn_dim(self) -> int:
+        """The MLP's hidden width: d_ff, else 4·n_embd, or for SwiGLU ⅔ of that rounded up to a multiple of 64.
+
+        SwiGLU has three matrices instead of two; ⅔·4·n_embd keeps its parameters (and FLOPs) those of a
+        4·n_embd GELU MLP. Llama computes it the same way, ``int(2 * 4 * d / 3)`` rounded up to a
+        multiple of ``multiple_of``, which is 256 in Meta's code (11008 for Llama 7B; 64 gives 10944).
+        Published models set their width explicitly, so pass ``d_ff`` to reproduce one.
+        """
+        if self.d_ff is not None:
+            return self.d_ff
+        if self.mlp == "swiglu":
+            hidden = int(2 * 4 * self.n_embd / 3)
+            return 64 * math.ceil(hidden / 64)
+        return 4 * self.n_embd
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -81,17 +141,26 @@ class GPTConfig:
     def param_count_formula(self, non_embedding: bool = False) -> int:
         """The number of parameters in closed form (equal to ``GPT(cfg).num_params``, tested).
 
-        Per block: attention 4d² (+4d biases), MLP 8d² (+5d), two LayerNorms 2d (+2d):
+        GPT-2, per block: attention 4d² (+4d biases), MLP 8d² (+5d), two LayerNorms 2d (+2d):
         12d² + 2d (+11d with biases). Plus the token table V·d, the learned position table T·d,
         the final LayerNorm d (+d), and V·d for an untied LM head. ``non_embedding`` leaves out the
         lookup tables (position table; token table unless it doubles as the LM head).
+        In general, with q of n_head·head_dim and k, v of n_kv_head·head_dim features, an MLP of
+        width f with two matrices (three for SwiGLU), and RMSNorms (a gain, no bias), per block:
+        d·(n_head + 2·n_kv_head)·head_dim + n_head·head_dim·d for attention (+2·head_dim for QK-norm),
+        2·d·f or 3·d·f for the MLP, and 2d or 4d for the two norms; biases one per output feature.
         """
-        d, V, b = self.n_embd, self.vocab_size, int(self.bias)
-        blocks = self.n_layer * (12 * d * d + 2 * d + 11 * d * b)
+        d, V, b, f = self.n_embd, self.vocab_size, int(self.bias), self.ffn_dim
+        q, kv = self.n_head * self.head_dim, self.kv_heads * self.head_dim  # features of q; of k and of v
+        attn = d * (q + 2 * kv) + q * d + b * (q + 2 * kv + d) + (2 * self.head_dim if self.qk_norm else 0)
+        n_matrices = 3 if self.mlp == "swiglu" else 2
+        mlp = n_matrices * d * f + b * ((n_matrices - 1) * f + d)
+        norm = d if self.norm == "rmsnorm" else d + d * b  # one norm: gain (and bias)
+        blocks = self.n_layer * (attn + mlp + 2 * norm)
         head = V * d  # tied: the token table *is* the head; untied: a separate V×d matrix
         token_table = 0 if self.tie_weights else V * d
         pos_table = self.block_size * d if self.pos_encoding == "learned" else 0
-        total = blocks + (d + d * b) + head
+        total = blocks + norm + head
         return total if non_embedding else total + token_table + pos_table
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
@@ -100,24 +169,72 @@ class GPTConfig:
         6N: each weight does a multiply-add (2 FLOPs) per token forward, twice that backward.
         12·L·T·d: the attention scores QKᵀ and the weighted sum of V, 2·2·T·d per token and layer
         forward, times three for forward plus backward (Kaplan et al. 2020; PaLM appendix B).
+        Here d is the width of the queries, n_head·head_dim (n_embd unless d_head is set); grouped
+        query heads still each score every key, so n_kv_head does not change this term.
         From the shape alone, so it works for models too large to build (GPT-3).
         """
-        T = seq_len or self.block_size
-        return 6 * self.param_count_formula(non_embedding=True) + 12 * self.n_layer * T * self.n_embd
+        T, d_attn = seq_len or self.block_size, self.n_head * self.head_dim
+        return 6 * self.param_count_formula(non_embedding=True) + 12 * self.n_layer * T * d_attn
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    """The normalisation layer over n_embd features that ``config.norm`` names.
+
+    LayerNorm (GPT-2): (x - mean) / √(var + eps) · gain + bias. RMSNorm (Llama, Qwen): x / √(mean(x²) + eps)
+    · gain, no mean subtracted and no bias: cheaper, and as good in practice (Zhang & Sennrich 2019).
+    """
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=config.layer_norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: expand to 4·n_embd, GELU (tanh approximation, as GPT-2), project back."""
+    """Position-wise feed-forward: expand to 4·n_embd (or d_ff), GELU (tanh approximation, as GPT-2), project back."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, config.ffn_dim, bias=config.bias)
         self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.ffn_dim, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward (Shazeer 2020; Llama, Qwen): c_proj(silu(c_gate(x)) · c_fc(x)), three matrices.
+
+    ``c_gate`` and ``c_fc`` are transformers' ``gate_proj`` and ``up_proj``, ``c_proj`` its ``down_proj``.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_gate = nn.Linear(config.n_embd, config.ffn_dim, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, config.ffn_dim, bias=config.bias)
+        self.c_proj = nn.Linear(config.ffn_dim, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))  # (B, T, C)
+
+
+class ReLUSquaredMLP(nn.Module):
+    """Feed-forward with relu(x)² in place of GELU (So et al. 2021, "Primer"; nanochat), two matrices."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.ffn_dim, bias=config.bias)
+        self.c_proj = nn.Linear(config.ffn_dim, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.relu(self.c_fc(x)).square()))  # (B, T, C)
+
+
+def make_mlp(config: GPTConfig) -> nn.Module:
+    """The feed-forward layer that ``config.mlp`` names."""
+    return {"gelu": MLP, "swiglu": SwiGLU, "relu2": ReLUSquaredMLP}[config.mlp](config)
 
 
 class Block(nn.Module):
@@ -126,10 +243,13 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         c = config
-        self.ln_1 = nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps, bias=c.bias)
-        self.attn = CausalSelfAttention(c.n_embd, c.n_head, c.dropout, c.bias, c.attn_impl)
-        self.ln_2 = nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps, bias=c.bias)
-        self.mlp = MLP(config)
+        self.ln_1 = make_norm(c)
+        self.attn = CausalSelfAttention(
+            c.n_embd, c.n_head, c.dropout, c.bias, c.attn_impl, n_kv_head=c.kv_heads, head_dim=c.head_dim,
+            qk_norm=c.qk_norm, norm_eps=c.layer_norm_eps, rope_layout=c.rope_layout,
+        )  # fmt: skip
+        self.ln_2 = make_norm(c)
+        self.mlp = make_mlp(c)
 
     def forward(self, x, rope=None, kv_cache=None, layer=0, need_weights=False):
         a, weights = self.attn(self.ln_1(x), rope, kv_cache, layer, need_weights)
@@ -137,8 +257,13 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x)), weights
 
 
+def softcap(logits: torch.Tensor, cap: float) -> torch.Tensor:
+    """cap·tanh(logits/cap): about the identity for |logits| ≪ cap, never beyond ±cap."""
+    return cap * torch.tanh(logits / cap)
+
+
 class GPT(nn.Module):
-    """A decoder-only transformer language model (GPT-2 architecture, with a choice of positions)."""
+    """A decoder-only transformer language model: GPT-2's architecture, or with today's variants (chapter 12)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -148,7 +273,7 @@ class GPT(nn.Module):
                 wte=nn.Embedding(c.vocab_size, c.n_embd),
                 drop=nn.Dropout(c.dropout),
                 h=nn.ModuleList(Block(c) for _ in range(c.n_layer)),
-                ln_f=nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps, bias=c.bias),
+                ln_f=make_norm(c),
             )
         )
         if c.pos_encoding == "learned":
@@ -249,6 +374,8 @@ class GPT(nn.Module):
             raise ValueError("give targets (already shifted) or labels (shifted here), not both")
         x, _ = self._trunk(idx, kv_cache)
         logits = self.lm_head(x)  # (B, T, vocab)
+        if self.config.logit_softcap is not None:  # squash smoothly into (-cap, cap) (Gemma 2)
+            logits = softcap(logits, self.config.logit_softcap)
         loss = None
         if labels is not None:
             if not isinstance(labels, torch.Tensor) or labels.shape != idx.shape:
@@ -278,6 +405,7 @@ class GPT(nn.Module):
         """An empty KV cache for ``batch_size`` sequences of up to ``max_length`` positions.
 
         ``max_length`` defaults to block_size; it may exceed it except with learned positions.
+        It holds ``kv_heads`` heads per layer: grouped-query attention shrinks it by n_head / n_kv_head.
         """
         c = self.config
         max_length = c.block_size if max_length is None else max_length
@@ -287,7 +415,7 @@ class GPT(nn.Module):
             raise ValueError(f"max_length {max_length} exceeds block_size {c.block_size} (learned positions)")
         p = self.transformer.wte.weight
         device, dtype = p.device if device is None else device, p.dtype if dtype is None else dtype
-        return KVCache(c.n_layer, batch_size, c.n_head, c.head_dim, max_length, device=device, dtype=dtype)
+        return KVCache(c.n_layer, batch_size, c.kv_heads, c.head_dim, max_length, device=device, dtype=dtype)
 
     def generate(self, *args, **kwargs) -> torch.Tensor:
         """Continue a prompt: :func:`gptmini.generate.generate` with this model first (same arguments)."""
@@ -376,17 +504,17 @@ class GPT(nn.Module):
         model.load_state_dict(state, strict=False)  # strict=False only for the tied lm_head.weight
         return model
 
-    # ----- GPT-2 interoperability (implemented in hf.py, imported on first use) --------------------
+    # ----- interoperability with transformers (implemented in hf.py, imported on first use) --------
 
     @classmethod
     def from_hf(cls, hf_model) -> GPT:
-        """A GPT with the weights of a ``transformers.GPT2LMHeadModel``."""
+        """A GPT with the weights of a transformers ``GPT2LMHeadModel``, ``LlamaForCausalLM`` or ``Qwen3ForCausalLM``."""
         from gptmini.hf import from_hf
 
         return from_hf(hf_model, cls)
 
     def to_hf(self):
-        """This model as a ``transformers.GPT2LMHeadModel`` (learned positions and biases required)."""
+        """This model as the transformers class of its shape: ``GPT2LMHeadModel``, ``LlamaForCausalLM`` or ``Qwen3ForCausalLM``."""
         from gptmini.hf import to_hf
 
         return to_hf(self)

@@ -9,7 +9,9 @@ Four choices, picked by ``GPTConfig.pos_encoding``:
   (unscaled: the token embedding is *not* multiplied by sqrt(n_embd) as in the paper).
 - ``"rope"``: rotary position embedding (Su et al. 2021), a rotation of every query and key in every
   layer, so that q·k depends only on the offset between the two positions (half-split layout:
-  dimension i pairs with i + head_dim/2, as in GPT-NeoX and ``transformers``; see ``apply_rope``).
+  dimension i pairs with i + head_dim/2, as in GPT-NeoX and ``transformers``; see ``apply_rope``;
+  or, with ``GPTConfig.rope_layout = "interleaved"``, i pairs with its neighbour, as in Meta's Llama
+  code and the paper; see ``apply_rope_interleaved``).
 - ``"none"``: no position signal at all; causal masking alone still leaks some order information.
 
 The sinusoidal and rotary tables are computed for any length, cached, and grown on demand, so those
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 POS_ENCODINGS = ("learned", "sinusoidal", "rope", "none")
+ROPE_LAYOUTS = ("half", "interleaved")
 
 
 def sinusoidal_table(length: int, dim: int, base: float = 10000.0) -> torch.Tensor:
@@ -51,6 +54,26 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hd/2) each
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+def apply_rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the adjacent pairs (x[..., 2i], x[..., 2i+1]) of x (B, nh, T, hd) by the angles in cos/sin (T, hd/2).
+
+    The *interleaved* layout of the RoPE paper and Meta's Llama code. It equals :func:`apply_rope`
+    on a permuted head: if ``perm = [0, 2, 4, ..., hd-2, 1, 3, ..., hd-1]`` then
+    ``apply_rope_interleaved(x)[..., perm] == apply_rope(x[..., perm])``, which is why checkpoints
+    converted from Meta's format to ``transformers`` have the rows of their q and k projections
+    permuted head by head (:func:`interleaved_to_half`).
+    """
+    pairs = x.unflatten(-1, (-1, 2))  # (B, nh, T, hd/2, 2)
+    x1, x2 = pairs[..., 0], pairs[..., 1]  # (B, nh, T, hd/2) each
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+def interleaved_to_half(head_dim: int) -> torch.Tensor:
+    """The permutation [0, 2, ..., hd-2, 1, 3, ..., hd-1] of one head's dimensions: interleaved -> half."""
+    return torch.cat((torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)))
 
 
 class _GrowingTable(nn.Module):

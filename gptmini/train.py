@@ -1,4 +1,4 @@
-"""Pretraining: AdamW, warmup + cosine decay, clipping, accumulation, evaluation, checkpoints, DDP.
+"""Pretraining: AdamW (or Muon), warmup + cosine decay, clipping, accumulation, evaluation, checkpoints, DDP.
 
 Several processes (GPUs, or CPU processes with gloo) train one model with PyTorch's
 DistributedDataParallel when started by ``torchrun``::
@@ -34,6 +34,7 @@ from gptmini.model import GPT
 
 SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+OPTIMIZERS = ("adamw", "muon")
 
 
 @dataclass
@@ -60,6 +61,7 @@ class TrainConfig:
     out_dir: str | None = None
     checkpoint_interval: int | None = None  # also save every N steps (needs out_dir)
     progress: bool = True
+    optimizer: str = "adamw"  # "adamw" | "muon": torch.optim.Muon on the blocks' matrices, AdamW elsewhere
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps"):
@@ -76,6 +78,8 @@ class TrainConfig:
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1} and {self.beta2}")
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; allowed: {', '.join(SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
         if self.eval_iters is not None and self.eval_iters < 1:
@@ -96,6 +100,83 @@ def lr_at(step: int, tc: TrainConfig) -> float:
     else:
         weight = 1.0 - progress
     return tc.min_lr + weight * (tc.learning_rate - tc.min_lr)
+
+
+def make_optimizer(model: GPT, tc: TrainConfig, device_type: str = "cpu"):
+    """The optimizer ``tc.optimizer`` names: AdamW (``GPT.configure_optimizer``), or Muon with AdamW.
+
+    Muon (Jordan et al. 2024) takes the 2-D weight matrices of the blocks (attention and MLP) and
+    replaces each one's momentum by the nearest semi-orthogonal matrix (a few Newton–Schulz steps): all
+    its singular values about 1, so every direction of the matrix moves by the same amount. Embeddings,
+    the LM head, norm gains and biases are not such matrices (a lookup table, a vector) and stay with
+    AdamW, weight decay on the tables and head only, as ``configure_optimizer`` does.
+
+    The learning rate: an A×B matrix with singular values 1 has entries of RMS 1/√max(A, B), so a
+    plain orthogonal step would shrink with the width, while an Adam step has entries of RMS about
+    0.2·lr whatever the shape (Liu et al. 2025, "Muon is scalable for LLM training"). With
+    ``adjust_lr_fn="match_rms_adamw"`` torch's Muon multiplies the learning rate of each matrix by
+    0.2·√max(A, B), which makes its update's RMS 0.2·lr as well: one ``learning_rate``, schedule and
+    ``weight_decay`` then serve both optimizers (tested). Keller Jordan's own scaling ("original",
+    √max(1, A/B)) would want a learning rate near 0.02 instead.
+    """
+    betas = (tc.beta1, tc.beta2)
+    if tc.optimizer == "adamw":
+        return model.configure_optimizer(tc.weight_decay, tc.learning_rate, betas, device_type)
+    matrices = [p for p in model.transformer.h.parameters() if p.requires_grad and p.dim() == 2]
+    in_muon = {id(p) for p in matrices}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in in_muon]
+    muon = torch.optim.Muon(
+        matrices, lr=tc.learning_rate, weight_decay=tc.weight_decay, adjust_lr_fn="match_rms_adamw"
+    )
+    groups = [
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": tc.weight_decay},  # wte, wpe, head
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},  # gains, biases
+    ]
+    adamw = torch.optim.AdamW(groups, lr=tc.learning_rate, betas=betas, fused=device_type == "cuda")
+    return MuonWithAdamW(muon, adamw)
+
+
+class MuonWithAdamW:
+    """Two optimizers stepped as one: the parts of ``torch.optim.Optimizer`` the Trainer uses.
+
+    ``param_groups`` lists Muon's groups, then AdamW's (the Trainer sets each group's lr); the state
+    dict numbers the parameters on from Muon's to AdamW's, as one optimizer's would.
+    """
+
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer):
+        self.optimizers = (muon, adamw)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for opt in self.optimizers for group in opt.param_groups]
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        state, groups, offset = {}, [], 0
+        for opt in self.optimizers:
+            sd = opt.state_dict()
+            state.update({offset + i: s for i, s in sd["state"].items()})
+            groups += [{**g, "params": [offset + i for i in g["params"]]} for g in sd["param_groups"]]
+            offset += sum(len(g["params"]) for g in opt.param_groups)
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        offset, first_group = 0, 0
+        for opt in self.optimizers:
+            n_params, n_groups = sum(len(g["params"]) for g in opt.param_groups), len(opt.param_groups)
+            groups = state_dict["param_groups"][first_group : first_group + n_groups]
+            opt.load_state_dict({
+                "state": {i - offset: s for i, s in state_dict["state"].items() if offset <= i < offset + n_params},
+                "param_groups": [{**g, "params": [i - offset for i in g["params"]]} for g in groups],
+            })  # fmt: skip
+            offset, first_group = offset + n_params, first_group + n_groups
 
 
 @dataclass
@@ -136,9 +217,7 @@ class Trainer:
         self.history = History()
         self.batch_gen = torch.Generator().manual_seed(tc.seed)
         torch.manual_seed(tc.seed)  # dropout
-        self.optimizer = model.configure_optimizer(
-            tc.weight_decay, tc.learning_rate, (tc.beta1, tc.beta2), self.device.type
-        )
+        self.optimizer = make_optimizer(model, tc, self.device.type)
         self.autocast, self.scaler = self._precision()
         net = torch.compile(model) if tc.compile else model
         if self.world > 1:

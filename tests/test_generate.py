@@ -235,6 +235,12 @@ def test_one_token_step_equals_the_forward_pass_bit_for_bit(pos_encoding, attn_i
         dict(tie_weights=False),
         dict(pos_encoding="rope", n_head=4),
         dict(n_embd=48, n_head=3),
+        # today's models (chapter 12): Llama, Qwen3, nanochat-like, and each piece on its own
+        dict(pos_encoding="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, n_head=4, bias=False),
+        dict(pos_encoding="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=1, qk_norm=True, d_head=24),
+        dict(pos_encoding="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, logit_softcap=2.0),
+        dict(pos_encoding="rope", rope_layout="interleaved", n_head=4, n_kv_head=2, attn_impl="explicit"),
+        dict(mlp="swiglu", d_ff=40),
     ],
 )
 def test_one_token_step_equals_the_forward_pass_for_other_shapes(kw):
