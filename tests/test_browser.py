@@ -74,10 +74,7 @@ def browser():
         b.close()
 
 
-def test_every_page_renders_offline(server, browser):
-    pages = _pages()
-    assert "index.html" in pages and any(p.startswith("chapters/") for p in pages), pages
-    problems: list[str] = []
+def _offline_context(browser):
     context = browser.new_context()
     # Cut the network: anything that is not the local server fails, and is reported.
     context.route(
@@ -88,6 +85,25 @@ def test_every_page_renders_offline(server, browser):
             else route.abort("internetdisconnected")
         ),
     )
+    return context
+
+
+def _watch(page) -> list[str]:
+    errors: list[str] = []
+    page.on(
+        "console",
+        lambda m, e=errors: e.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
+    )
+    page.on("pageerror", lambda exc, e=errors: e.append(f"page error: {exc}"))
+    page.on("requestfailed", lambda r, e=errors: e.append(f"failed request: {r.url} ({r.failure})"))
+    return errors
+
+
+def test_every_page_renders_offline(server, browser):
+    pages = _pages()
+    assert "index.html" in pages and any(p.startswith("chapters/") for p in pages), pages
+    problems: list[str] = []
+    context = _offline_context(browser)
     for rel in pages:
         redirect = REDIRECT.search((HTML / rel).read_text(encoding="utf-8"))
         if redirect:  # index.html only forwards to the first page, which is checked in its own right
@@ -96,13 +112,7 @@ def test_every_page_renders_offline(server, browser):
                 problems.append(f"{rel}: redirects to {redirect.group(1)}, which does not exist")
             continue
         page = context.new_page()
-        errors: list[str] = []
-        page.on(
-            "console",
-            lambda m, e=errors: e.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
-        )
-        page.on("pageerror", lambda exc, e=errors: e.append(f"page error: {exc}"))
-        page.on("requestfailed", lambda r, e=errors: e.append(f"failed request: {r.url} ({r.failure})"))
+        errors = _watch(page)
         response = page.goto(f"{server}/{rel}", wait_until="load")
         if response is None or response.status != 200:
             errors.append(f"HTTP {response.status if response else 'no response'}")
@@ -132,6 +142,78 @@ def test_every_page_renders_offline(server, browser):
             errors.append("a raw '$$' is left in the text")
         if page.locator("script[type='application/vnd.jupyter.widget-view+json']").count():
             page.wait_for_selector(".widget-container, .jupyter-widgets", timeout=20000)
+        problems += [f"{rel}: {e}" for e in errors]
+        page.close()
+    context.close()
+    assert not problems, "\n".join(problems)
+
+
+# What the reader sees of the explorers: the visible outputs of every widget output area.
+SHOWN = """() => [...document.querySelectorAll('.widget-output, .jupyter-widgets-output-area')]
+    .filter(e => e.checkVisibility()).map(e => e.innerHTML).join('|')"""
+# The controls an explorer offers: dropdowns, toggle buttons and selection sliders with two options or more.
+CONTROLS = "select, .widget-toggle-buttons, .widget-hslider .noUi-handle"
+MAX_PAGE_BYTES = 5_000_000
+
+
+def _operate(control) -> str:
+    """Change one control to another of its values, as a reader would; returns what was done."""
+    tag = control.evaluate("e => e.tagName.toLowerCase()")
+    if tag == "select":
+        n = control.evaluate("e => e.options.length")
+        if n < 2:
+            return ""
+        index = (control.evaluate("e => e.selectedIndex") + 1) % n
+        control.select_option(index=index)
+        return f"dropdown option {index}"
+    if "noUi-handle" in (control.get_attribute("class") or ""):
+        now, top = control.get_attribute("aria-valuenow"), control.get_attribute("aria-valuemax")
+        control.focus()
+        key = "ArrowLeft" if now == top else "ArrowRight"
+        control.press(key)
+        return f"slider {key}"
+    buttons = control.locator("button")
+    idle = [
+        i for i in range(buttons.count()) if "mod-active" not in (buttons.nth(i).get_attribute("class") or "")
+    ]
+    if not idle:
+        return ""
+    buttons.nth(idle[0]).click()
+    return f"toggle button {idle[0]}"
+
+
+def test_every_explorer_responds_offline(server, browser):
+    pages = [p for p in _pages() if "widget-state+json" in (HTML / p).read_text(encoding="utf-8")]
+    chapters = sorted(HTML.glob("chapters/*.html"))
+    assert len(pages) >= 12, f"every chapter has an explorer with its state embedded; found {pages}"
+    problems: list[str] = []
+    for html in chapters:
+        size = html.stat().st_size
+        if size > MAX_PAGE_BYTES:
+            problems.append(f"{html.name}: {size / 1e6:.1f} MB, more than {MAX_PAGE_BYTES / 1e6:.0f} MB")
+    context = _offline_context(browser)
+    for rel in pages:
+        page = context.new_page()
+        errors = _watch(page)
+        page.goto(f"{server}/{rel}", wait_until="load")
+        page.wait_for_selector(".widget-output, .jupyter-widgets-output-area", timeout=30000)
+        page.wait_for_timeout(500)
+        before = page.evaluate(SHOWN)
+        if not before.strip() or ("<img" not in before and "<pre" not in before and "<span" not in before):
+            errors.append("the explorer shows nothing before it is touched")
+        controls = page.locator(CONTROLS)
+        operated = 0
+        for i in range(controls.count()):
+            shown = page.evaluate(SHOWN)
+            done = _operate(controls.nth(i))
+            if not done:
+                continue
+            operated += 1
+            page.wait_for_timeout(300)
+            if page.evaluate(SHOWN) == shown:
+                errors.append(f"control {i} ({done}) did not change what the explorer shows")
+        if operated == 0:
+            errors.append("no control found to operate")
         problems += [f"{rel}: {e}" for e in errors]
         page.close()
     context.close()
