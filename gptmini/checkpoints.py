@@ -8,8 +8,9 @@ a ``tokenizer.json``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from gptmini.checks import read_json
 
 #: Where the committed checkpoints live: ``checkpoints/`` next to the package in the repository.
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -33,20 +34,33 @@ def checkpoint_dir(name_or_path: str | Path) -> Path:
 
 
 def load_tokenizer(path: str | Path):
-    """Read a tokenizer JSON of either kind (``CharTokenizer`` or ``BPETokenizer``)."""
+    """Read a tokenizer JSON of either kind (``CharTokenizer`` or ``BPETokenizer``); errors name the file."""
     from gptmini.tokenizer import BPETokenizer, CharTokenizer
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: expected a tokenizer JSON written by .save()")
-    kind = json.loads(path.read_text(encoding="utf-8")).get("type")
-    return CharTokenizer.load(str(path)) if kind == "char" else BPETokenizer.load(str(path))
+    d = read_json(path, "a tokenizer JSON written by .save()")
+    kinds = {"char": CharTokenizer, "bpe": BPETokenizer}
+    if d.get("type") not in kinds:
+        raise ValueError(f"{path}: unknown tokenizer type {d.get('type')!r}; allowed: {', '.join(kinds)}")
+    try:
+        return kinds[d["type"]].from_dict(d)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a valid {d['type']} tokenizer ({type(err).__name__}: {err})") from None
 
 
 def load_checkpoint(name_or_path: str | Path = "shakespeare-char", map_location=None):
-    """``(model, tokenizer)`` of a checkpoint; the model is in eval mode on ``map_location`` (CPU default)."""
+    """``(model, tokenizer)`` of a checkpoint; the model is in eval mode on ``map_location`` (CPU default).
+
+    The tokenizer and the model must have the same vocabulary size (a ValueError otherwise).
+    """
     from gptmini.model import GPT
 
     directory = checkpoint_dir(name_or_path)
     model = GPT.load(directory, map_location=map_location).eval()
-    return model, load_tokenizer(directory / "tokenizer.json")
+    tokenizer = load_tokenizer(directory / "tokenizer.json")
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(
+            f"{directory}: tokenizer.json has {tokenizer.vocab_size} tokens but the model's vocabulary has "
+            f"{model.config.vocab_size}: the files belong to different runs"
+        )
+    return model, tokenizer
