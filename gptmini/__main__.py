@@ -144,6 +144,7 @@ def cmd_train(args: argparse.Namespace, overrides: list[str], argv: list[str]) -
     import torch
 
     from gptmini import data
+    from gptmini.device import auto_device
     from gptmini.model import GPT, GPTConfig
     from gptmini.train import TrainConfig, Trainer
 
@@ -153,6 +154,7 @@ def cmd_train(args: argparse.Namespace, overrides: list[str], argv: list[str]) -
     dc = _data_config(config)
     tc = TrainConfig(**config["train"])  # everything is checked before the corpus is read
     GPTConfig(**{**config["model"], "vocab_size": 1})
+    auto_device(tc.device)
     _check_new_out_dir(tc.out_dir, args.overwrite)
     # Characters come from the whole corpus (so that no val character is unknown); BPE merges are
     # learned from the training plays only.
