@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from gptmini.checkpoints import load_tokenizer
 from gptmini.checks import check_field_types, read_json, sha256_of
 from gptmini.data import eval_batches, get_batch
 from gptmini.device import auto_device
@@ -342,11 +343,8 @@ class Trainer:
         directory = recover_interrupted_save(Path(directory))
         meta = verified_checkpoint(directory)
         tc = _train_config(directory / "trainer.json", {**meta["train_config"], **overrides})
-        tokenizer = None
-        if (directory / TOKENIZER_NAME).is_file():
-            from gptmini.checkpoints import load_tokenizer
-
-            tokenizer = load_tokenizer(directory / TOKENIZER_NAME)
+        has_tokenizer = (directory / TOKENIZER_NAME).is_file()
+        tokenizer = load_tokenizer(directory / TOKENIZER_NAME) if has_tokenizer else None
         trainer = cls(GPT.load(directory), train_data, val_data, tc, tokenizer=tokenizer)
         tensors = load_file(str(directory / "trainer.safetensors"))  # verified: its hash matched
         state: dict[int, dict] = {}
