@@ -7,11 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PYTHONHASHSEED := 0
 
-.PHONY: venv book test execute bench lint clean help
+.PHONY: venv book test lab execute bench lint clean help
 
 help:
 	@echo "make book     build the HTML book into _build/html from the stored outputs (strict: warnings fail)"
 	@echo "make test     pytest --nbval: unit tests, every chapter notebook, the browser test"
+	@echo "make lab      open the chapters in JupyterLab with the .venv kernel and live widgets (LAB_ARGS=... for more options)"
 	@echo "make execute  re-run every chapter notebook on the CPU and store its outputs (NB=path for one)"
 	@echo "make bench    run the benchmarks in benchmarks/ and save their output in benchmarks/results/"
 	@echo "make lint     ruff check and ruff format --check"
@@ -29,6 +30,18 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --nbval
+
+# JupyterLab from .venv, rooted at chapters/: its python3 kernel is .venv's python (the environment's
+# own kernelspec comes before any per-user one), so `import gptmini` works and the widgets are live.
+# Threads and device are left to torch and gptmini.auto_device(), for speed; `make test` and
+# `make execute` pin them (one thread, CPU) so that the stored outputs reproduce, so re-run digits
+# may differ slightly from the stored ones here. Lab prints its URL; add LAB_ARGS=--no-browser to
+# keep it from opening a browser, or e.g. LAB_ARGS=--port=8899.
+LAB_ARGS ?=
+lab: $(STAMP)
+	@echo "JupyterLab on chapters/ with the .venv kernel: open the http://localhost:... URL it prints; Ctrl-C twice stops it"
+	JUPYTER_PREFER_ENV_PATH=1 $(BIN)/jupyter lab --ServerApp.root_dir=chapters \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 NB ?= chapters/*.ipynb
 execute: $(STAMP)

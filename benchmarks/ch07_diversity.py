@@ -112,7 +112,8 @@ def main() -> None:
     prompts, real = prompts_from_val(tok, args.prompts, args.prompt_len, args.new)
     results = {"held-out text": score(model, tok, real, args.prompt_len, vocabulary)}
     for name, kwargs in SETTINGS:
-        seqs = generate(model, prompts, args.new, num_return_sequences=args.samples, seed=0, **kwargs)
+        sampling = {"do_sample": True} | kwargs  # generate is greedy unless asked: sample, but where "greedy"
+        seqs = generate(model, prompts, args.new, num_return_sequences=args.samples, seed=0, **sampling)
         results[name] = score(model, tok, seqs, args.prompt_len, vocabulary) | {"settings": kwargs}
         r = results[name]
         print(f"{name:32s} loglik {r['loglik']:6.3f}  real words {r['real_words']:.3f}  "

@@ -1,5 +1,9 @@
 """Sampling text from a GPT: greedy decoding, temperature, top-k, top-p, repetition penalty, KV cache.
 
+Arguments and defaults follow ``transformers``' ``generate``: decoding is greedy unless
+``do_sample=True``, the prompt may be passed as ``input_ids=``, and ``num_beams > 1`` runs beam
+search (:mod:`gptmini.beam`).
+
 Each step turns the logits of the last position into the next token. The logit processors below are
 small pure functions on a (B, V) tensor of logits, applied in the order ``transformers`` uses:
 repetition penalty, temperature, top-k, top-p. Greedy decoding (``do_sample=False`` or
@@ -21,7 +25,8 @@ model allows, and see the whole sequence. Cached and uncached decoding therefore
 same tokens at the same positions, and greedy outputs are identical.
 
 Length. Give exactly one of ``max_new_tokens`` (tokens to add) or ``max_length`` (total length, prompt
-included, as in ``transformers``); there is no hidden default. Generation stops earlier when every
+included, as in ``transformers``); there is no hidden default, and giving both is an error (where
+``transformers`` lets max_new_tokens win with a warning). Generation stops earlier when every
 row has produced an ``eos_token_id``.
 
 :func:`generate` returns the whole sequences; :func:`stream` yields each new column of tokens as soon
@@ -102,6 +107,11 @@ def process_logits(
     return logits
 
 
+# A temperature this small counts as 0 (greedy): logits divided by it overflow float32 to inf, and
+# sampling at it would pick the argmax anyway.
+GREEDY_BELOW = 1e-30
+
+
 # ----- checking the arguments ----------------------------------------------------------------------
 
 
@@ -126,16 +136,16 @@ def _check_sampling(temperature, top_k, top_p, repetition_penalty) -> None:
 
 def _check_prompt(idx, vocab_size: int, device: torch.device) -> torch.Tensor:
     idx = torch.as_tensor(idx)
+    if idx.numel() == 0:  # before the dtype: torch.as_tensor([]) is a float32 tensor
+        raise ValueError(
+            f"the prompt is empty (idx shape {tuple(idx.shape)}); give at least one token per row"
+        )
     if idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex():
         raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}")
     if idx.ndim == 1:
         idx = idx[None, :]  # (T,) -> (1, T)
     if idx.ndim != 2:
         raise ValueError(f"idx must have shape (batch, time) or (time,), got {tuple(idx.shape)}")
-    if idx.shape[0] == 0 or idx.shape[1] == 0:
-        raise ValueError(
-            f"the prompt is empty (idx shape {tuple(idx.shape)}); give at least one token per row"
-        )
     lo, hi = int(idx.min()), int(idx.max())
     if lo < 0 or hi >= vocab_size:
         raise ValueError(
@@ -159,10 +169,12 @@ def _count_new_tokens(t_prompt: int, max_new_tokens, max_length) -> int:
     return max_length - t_prompt
 
 
-def _as_token_list(name: str, value) -> list[int]:
+def _as_token_list(name: str, value, vocab_size: int) -> list[int]:
     values = [value] if _is_int(value) else list(value)
-    if not values or not all(_is_int(v) and v >= 0 for v in values):
-        raise ValueError(f"{name} must be a token id >= 0 or a non-empty list of them, got {value!r}")
+    if not values or not all(_is_int(v) and 0 <= v < vocab_size for v in values):
+        raise ValueError(
+            f"{name} must be a token id in 0..{vocab_size - 1} or a non-empty list of them, got {value!r}"
+        )
     return values
 
 
@@ -202,7 +214,7 @@ def _next_token(
     return torch.multinomial(probs, 1, generator=generator)
 
 
-def _decode(model, prompt, n_new, greedy, settings, eos, pad, use_cache, generator) -> Iterator[tuple]:
+def _decode(model, prompt, n_new, *, greedy, settings, eos, pad, use_cache, generator) -> Iterator[tuple]:
     """Write up to n_new tokens after prompt (B, T) into a preallocated buffer; yield (buffer, length)."""
     B, T = prompt.shape
     cfg = model.config
@@ -236,43 +248,63 @@ def _decode(model, prompt, n_new, greedy, settings, eos, pad, use_cache, generat
         model.train(was_training)
 
 
-def _start(model, idx, max_new_tokens, max_length, do_sample, temperature, top_k, top_p, repetition_penalty,
-           num_return_sequences, eos_token_id, pad_token_id, use_cache, seed, generator):  # fmt: skip
-    """Check every argument; return the repeated prompt (B*n, T) and the (not yet started) decoding steps."""
+def _start(model, idx, input_ids, max_new_tokens, max_length, do_sample, temperature, top_k, top_p,
+           repetition_penalty, num_return_sequences, num_beams, length_penalty, early_stopping, eos_token_id,
+           pad_token_id, seed, generator):  # fmt: skip
+    """Check every argument; return the prompt (B, T), the number of new tokens and how to choose them."""
+    if (idx is None) == (input_ids is None):
+        raise ValueError("give the prompt once, as idx (the second positional argument) or as input_ids=")
     _check_sampling(temperature, top_k, top_p, repetition_penalty)
     if not (_is_int(num_return_sequences) and num_return_sequences >= 1):
         raise ValueError(f"num_return_sequences must be an integer >= 1, got {num_return_sequences!r}")
+    greedy = not do_sample or temperature < GREEDY_BELOW
+    _check_beams(num_beams, num_return_sequences, length_penalty, early_stopping, greedy)
     if seed is not None and generator is not None:
         raise ValueError("give seed or generator, not both")
     device = next(model.parameters()).device
-    idx = _check_prompt(idx, model.config.vocab_size, device)
+    vocab_size = model.config.vocab_size
+    idx = _check_prompt(idx if input_ids is None else input_ids, vocab_size, device)
     n_new = _count_new_tokens(idx.shape[1], max_new_tokens, max_length)
-    eos = None if eos_token_id is None else _as_token_list("eos_token_id", eos_token_id)
-    if pad_token_id is not None and not (
-        _is_int(pad_token_id) and 0 <= pad_token_id < model.config.vocab_size
-    ):
-        raise ValueError(
-            f"pad_token_id must be a token id in 0..{model.config.vocab_size - 1}, got {pad_token_id!r}"
-        )
+    eos = None if eos_token_id is None else _as_token_list("eos_token_id", eos_token_id, vocab_size)
+    if pad_token_id is not None and not (_is_int(pad_token_id) and 0 <= pad_token_id < vocab_size):
+        raise ValueError(f"pad_token_id must be a token id in 0..{vocab_size - 1}, got {pad_token_id!r}")
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
     if seed is not None:
         generator = torch.Generator(device=device)
         generator.manual_seed(seed)
-    greedy = not do_sample or temperature == 0
     settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
-    prompt = idx.repeat_interleave(num_return_sequences, dim=0)  # (B*n, T), copies of a row side by side
-    if n_new == 0:
-        return prompt, iter(())
-    return prompt, _decode(model, prompt, n_new, greedy, settings, eos, pad, use_cache, generator)
+    return idx, n_new, dict(greedy=greedy, settings=settings, eos=eos, pad=pad, generator=generator)
+
+
+def _check_beams(num_beams, num_return_sequences, length_penalty, early_stopping, greedy) -> None:
+    if not (_is_int(num_beams) and num_beams >= 1):
+        raise ValueError(f"num_beams must be an integer >= 1 (1: no beam search), got {num_beams!r}")
+    if not (isinstance(length_penalty, int | float) and math.isfinite(length_penalty)):
+        raise ValueError(
+            f"length_penalty must be a finite number (1.0: divide by the length), got {length_penalty!r}"
+        )
+    if not (isinstance(early_stopping, bool) or early_stopping == "never"):
+        raise ValueError(f'early_stopping must be True, False or "never", got {early_stopping!r}')
+    if num_beams > 1 and num_return_sequences > num_beams:
+        raise ValueError(
+            f"num_return_sequences ({num_return_sequences}) must be <= num_beams ({num_beams}): beam search "
+            "returns the best of its num_beams finished sequences"
+        )
+    if num_beams > 1 and not greedy:
+        raise ValueError(
+            "beam sampling (do_sample=True with num_beams > 1) is not supported: use do_sample=False for beam "
+            "search, or num_beams=1 to sample"
+        )
 
 
 def stream(
     model,
-    idx,
+    idx=None,
     max_new_tokens: int | None = None,
     *,
+    input_ids=None,
     max_length: int | None = None,
-    do_sample: bool = True,
+    do_sample: bool = False,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -284,25 +316,32 @@ def stream(
     seed: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield each new token column (B*num_return_sequences, 1) as it is produced; arguments as generate."""
-    _, steps = _start(model, idx, max_new_tokens, max_length, do_sample, temperature, top_k, top_p,
-                      repetition_penalty, num_return_sequences, eos_token_id, pad_token_id, use_cache, seed,
-                      generator)  # fmt: skip
+    """Yield each new token column (B*num_return_sequences, 1) as it is produced; arguments as generate
+    (no beam search: its tokens are only known at the end)."""
+    idx, n_new, how = _start(model, idx, input_ids, max_new_tokens, max_length, do_sample, temperature, top_k,
+                             top_p, repetition_penalty, num_return_sequences, 1, 1.0, False, eos_token_id,
+                             pad_token_id, seed, generator)  # fmt: skip
+    prompt = idx.repeat_interleave(num_return_sequences, dim=0)  # (B*n, T), copies of a row side by side
+    steps = _decode(model, prompt, n_new, use_cache=use_cache, **how) if n_new else iter(())
     return (out[:, t - 1 : t] for out, t in steps)
 
 
 def generate(
     model,
-    idx,
+    idx=None,
     max_new_tokens: int | None = None,
     *,
+    input_ids=None,
     max_length: int | None = None,
-    do_sample: bool = True,
+    do_sample: bool = False,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
     repetition_penalty: float = 1.0,
     num_return_sequences: int = 1,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str = False,
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
     use_cache: bool = True,
@@ -311,18 +350,38 @@ def generate(
 ) -> torch.Tensor:
     """Continue idx (B, T) or (T,): return prompt + new tokens, (B*num_return_sequences, length) int64.
 
-    Rows are repeated as in ``transformers``: all num_return_sequences rows of prompt 0 come first.
-    ``do_sample=False`` or ``temperature=0`` decodes greedily; ``seed`` makes sampling reproducible
-    with a private ``torch.Generator`` (the global RNG is neither used nor changed), or pass your own
-    ``generator``. A row that produced an ``eos_token_id`` (one id or a list) is finished: its later
-    positions hold ``pad_token_id`` (default: the first eos id), and generation stops once every row
-    is finished. The model's train/eval mode is restored afterwards.
+    The prompt is ``idx`` or, as in ``transformers``, ``input_ids=``. Decoding is greedy unless
+    ``do_sample=True`` (the default is False, as in ``transformers``); ``temperature=0``, or below
+    ``GREEDY_BELOW`` (1e-30, where the scaled logits would overflow), is greedy too. ``seed`` makes
+    sampling reproducible with a private ``torch.Generator`` (the global RNG is neither used nor
+    changed), or pass your own ``generator``. Rows are repeated as in ``transformers``: all
+    num_return_sequences rows of prompt 0 come first.
+
+    ``num_beams > 1`` runs beam search (:mod:`gptmini.beam`, ``transformers``' semantics, with
+    ``length_penalty`` and ``early_stopping``; these two are ignored otherwise): the
+    num_return_sequences (<= num_beams) best finished sequences of each prompt, best first. Beam
+    sampling (with ``do_sample=True``) is not supported.
+
+    A row that produced an ``eos_token_id`` (one id or a list) is finished: its later positions hold
+    ``pad_token_id`` (default: the first eos id), and generation stops once every row is finished.
+    The model's train/eval mode is restored afterwards.
     """
-    out, steps = _start(model, idx, max_new_tokens, max_length, do_sample, temperature, top_k, top_p,
-                        repetition_penalty, num_return_sequences, eos_token_id, pad_token_id, use_cache, seed,
-                        generator)  # fmt: skip
-    t = out.shape[1]
-    for out, t in steps:  # noqa: B007 (running the steps decodes; the last buffer and length are kept)
+    idx, n_new, how = _start(model, idx, input_ids, max_new_tokens, max_length, do_sample, temperature, top_k,
+                             top_p, repetition_penalty, num_return_sequences, num_beams, length_penalty,
+                             early_stopping, eos_token_id, pad_token_id, seed, generator)  # fmt: skip
+    prompt = idx.repeat_interleave(num_return_sequences, dim=0)  # (B*n, T), copies of a row side by side
+    if n_new == 0:
+        return prompt
+    if num_beams > 1:
+        from gptmini.beam import beam_search  # beam.py builds on this module
+
+        sequences, _ = beam_search(model, idx, n_new, num_beams, length_penalty=length_penalty,
+                                   early_stopping=early_stopping, num_return_sequences=num_return_sequences,
+                                   eos=how["eos"], pad=how["pad"], repetition_penalty=repetition_penalty,
+                                   use_cache=use_cache)  # fmt: skip
+        return sequences
+    out, t = prompt, prompt.shape[1]
+    for out, t in _decode(model, prompt, n_new, use_cache=use_cache, **how):  # noqa: B007 (the last is kept)
         pass
     return out[:, :t]  # shorter than asked for when every row finished early
 

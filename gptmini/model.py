@@ -234,17 +234,38 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x), all_weights
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        *,
+        labels: torch.Tensor | None = None,
     ):
         """idx (B, T) int64 -> (logits (B, T, vocab), mean cross-entropy or None).
 
-        ``targets`` (B, T) int64 are the next tokens; -100 marks positions to ignore (at least one
-        target must count: the mean over no tokens is undefined, so that is a ValueError). With
-        ``kv_cache``, idx are the tokens at positions kv_cache.length.. that follow the cached ones.
+        The loss compares the prediction at each position with the token that should come next, given
+        in one of two ways (-100 marks a position to ignore; giving both is an error). At least one
+        position must be scored: the mean over none is undefined, so that is a ValueError.
+
+        - ``targets`` (B, T), nanoGPT's convention, already shifted: targets[:, t] is the token that
+          follows idx[:, t], usually ``idx`` moved one place left (``x[:, :-1], x[:, 1:]``). So
+          ``model(idx, idx)`` asks each position to predict the token it already sees.
+        - ``labels`` (B, T), ``transformers``' convention, unshifted: usually ``labels=idx``; the shift
+          happens here (position t is scored on labels[:, t + 1], the last position on nothing), so
+          ``model(idx, labels=idx)`` is the language-modelling loss of idx, as ``GPT2LMHeadModel``'s.
+
+        With ``kv_cache``, idx are the tokens at positions kv_cache.length.. that follow the cached ones.
         """
+        if labels is not None and targets is not None:
+            raise ValueError("give targets (already shifted) or labels (shifted here), not both")
         x, _ = self._trunk(idx, kv_cache)
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = None
+        if labels is not None:
+            if not isinstance(labels, torch.Tensor) or labels.shape != idx.shape:
+                got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+                raise ValueError(f"labels must be a tensor of idx's shape {tuple(idx.shape)}, got {got}")
+            targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T): the next label, none after the last
         if targets is not None:
             _check_targets(targets, self.config.vocab_size)
             if targets.shape != idx.shape:
@@ -281,7 +302,7 @@ class GPT(nn.Module):
         return KVCache(c.n_layer, batch_size, c.n_head, c.head_dim, max_length, device=device, dtype=dtype)
 
     def generate(self, *args, **kwargs) -> torch.Tensor:
-        """Sample a continuation: see :func:`gptmini.generate.generate` (same arguments, model first)."""
+        """Continue a prompt: :func:`gptmini.generate.generate` with this model first (same arguments)."""
         from gptmini.generate import generate
 
         return generate(self, *args, **kwargs)

@@ -6,9 +6,12 @@ import hashlib
 import heapq
 import json
 import operator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import regex
+
+from gptmini.gpt2_tokenizer import GPT2_SPLIT_PATTERN, _bytes_to_unicode, _pieces_to_hold
 
 
 def _to_id_list(ids: Any, vocab_size: int) -> list[int]:
@@ -107,10 +110,6 @@ class CharTokenizer(_Serialisable):
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
 
-# GPT-2's pre-tokenisation: English contractions, runs of letters, of digits, of other symbols (each
-# with at most one leading space), and whitespace. BPE merges never cross these pieces.
-GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
 Pair = tuple[int, int]
 
 
@@ -126,6 +125,35 @@ def _merge_pair(ids: list[int], pair: Pair, new_id: int) -> list[int]:
             out.append(ids[i])
             i += 1
     return out
+
+
+def _merge_with_heap(ids: list[int], ranks: dict[Pair, int]) -> list[int]:
+    """The same merges as repeated ``_merge_pair`` with the earliest-learned pair, in O(n log n).
+
+    A heap holds ``(rank, position)`` of every adjacent pair that has a merge, so the earliest-learned
+    pair, leftmost first, comes out first; tokens form a linked list (``after``), so a merge is O(1).
+    An entry whose pair has changed since it was pushed is stale and skipped.
+    """
+    n = len(ids)
+    ids = list(ids)
+    after = list(range(1, n + 1))  # index of the next live token; n past the end
+    before = list(range(-1, n - 1))
+    alive = [True] * n
+    heap = [(ranks[p], i) for i, p in enumerate(zip(ids, ids[1:], strict=False)) if p in ranks]
+    heapq.heapify(heap)
+    while heap:
+        rank, i = heapq.heappop(heap)
+        j = after[i]
+        if not alive[i] or j == n or ranks.get((ids[i], ids[j])) != rank:
+            continue  # stale
+        ids[i], alive[j] = rank, False  # a pair's rank is the id of the token it merges into
+        after[i] = after[j]
+        if after[i] < n:
+            before[after[i]] = i
+        for left, right in ((before[i], i), (i, after[i])):  # the two pairs the new token is part of
+            if left >= 0 and right < n and (ids[left], ids[right]) in ranks:
+                heapq.heappush(heap, (ranks[ids[left], ids[right]], left))
+    return [t for t, live in zip(ids, alive, strict=True) if live]
 
 
 def _learn_merges(word_counts: dict[bytes, int], n_merges: int, verbose: bool = False) -> list[Pair]:
@@ -192,64 +220,66 @@ def _learn_merges(word_counts: dict[bytes, int], n_merges: int, verbose: bool = 
     return merges
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's map from each byte to a printable character, used by the ``tokenizers`` format."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    mapping, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            mapping[b] = chr(b)
-        else:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
 class BPETokenizer(_Serialisable):
     """Byte-level byte-pair encoding as in GPT-2: 256 byte tokens, learned merges, then special tokens.
 
+    Learn one from text with ``train``, or load GPT-2's own with ``from_pretrained("gpt2")``.
     Every string round-trips: ``decode(encode(s)) == s``. Decoding ids whose bytes are not valid
     UTF-8 on their own (half of a multi-byte character, say) puts U+FFFD in their place, as GPT-2 does.
     """
 
     def __init__(
-        self, merges: list[Pair], special_tokens: tuple[str, ...] = (), pattern: str = GPT2_SPLIT_PATTERN
+        self,
+        merges: list[Pair],
+        special_tokens: str | Iterable[str] = (),
+        pattern: str = GPT2_SPLIT_PATTERN,
+        byte_ids: list[int] | None = None,
     ):
         self.pattern = pattern
         self._pre_split = regex.compile(pattern)
+        # byte_ids[b] is the id of the one-byte token b: b itself in trained tokenizers, while GPT-2
+        # numbers its 256 byte tokens in its own order (printable characters first).
+        self.byte_ids = list(range(256)) if byte_ids is None else [int(i) for i in byte_ids]
+        if sorted(self.byte_ids) != list(range(256)):
+            raise ValueError("byte_ids must give each of the 256 bytes a distinct id in [0, 256)")
         self.merges: list[tuple[Pair, int]] = [((int(a), int(b)), 256 + i) for i, (a, b) in enumerate(merges)]
         self.ranks: dict[Pair, int] = dict(self.merges)  # pair -> new id; a smaller id was learned earlier
-        self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(256)}
+        self.vocab: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(self.byte_ids)}
         for (a, b), new_id in self.merges:
             if a not in self.vocab or b not in self.vocab:
                 raise ValueError(f"merge {new_id} joins ({a}, {b}), but only ids below {new_id} exist yet")
             self.vocab[new_id] = self.vocab[a] + self.vocab[b]
+        special_tokens = _as_special_tokens(special_tokens)
         first = 256 + len(self.merges)
         self.special_tokens: dict[str, int] = {s: first + i for i, s in enumerate(special_tokens)}
-        if len(self.special_tokens) != len(special_tokens) or "" in self.special_tokens:
-            raise ValueError(f"special tokens must be distinct non-empty strings, got {special_tokens!r}")
         for s, i in self.special_tokens.items():
             self.vocab[i] = s.encode("utf-8")
         self._cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def from_pretrained(cls, name: str = "gpt2") -> BPETokenizer:
+        """A published tokenizer, read offline: ``"gpt2"`` is GPT-2's 50,257-token byte-level BPE."""
+        from gptmini.gpt2_tokenizer import PRETRAINED, load_gpt2
+
+        if name not in PRETRAINED:
+            raise ValueError(f"unknown pretrained tokenizer {name!r}; allowed: {', '.join(PRETRAINED)}")
+        return load_gpt2()
 
     @classmethod
     def train(
         cls,
         text: str,
         vocab_size: int = 512,
-        special_tokens: tuple[str, ...] = ("<|endoftext|>",),
+        special_tokens: str | Iterable[str] = ("<|endoftext|>",),
         verbose: bool = False,
     ) -> BPETokenizer:
         """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text`` (fewer if it runs out of pairs).
 
         Each merge joins the most frequent adjacent pair of tokens within the pre-split pieces; among
         pairs of equal count, the smallest ``(a, b)`` by id wins, so training is deterministic.
+        ``special_tokens`` is a list of strings, or one string for a single special token.
         """
-        special_tokens = tuple(special_tokens)
+        special_tokens = _as_special_tokens(special_tokens)
         n_merges = vocab_size - 256 - len(special_tokens)
         if n_merges < 0:
             raise ValueError(
@@ -277,7 +307,9 @@ class BPETokenizer(_Serialisable):
         ids = self._cache.get(piece)
         if ids is not None:
             return ids
-        ids = list(piece.encode("utf-8"))
+        ids = [self.byte_ids[b] for b in piece.encode("utf-8")]
+        if len(ids) > _LONG_PIECE:  # the loop below takes time quadratic in the length; a heap does not
+            ids = _merge_with_heap(ids, self.ranks)
         while len(ids) >= 2:
             pair = min(zip(ids, ids[1:], strict=False), key=lambda p: self.ranks.get(p, _NEVER))
             if pair not in self.ranks:
@@ -287,10 +319,45 @@ class BPETokenizer(_Serialisable):
             self._cache[piece] = ids
         return ids
 
-    def _encode_ordinary(self, s: str) -> list[int]:
+    def _allowed(self, allowed_special: str | set[str]) -> set[str]:
+        """The special tokens that ``allowed_special`` (``"all"``, ``"none"`` or a set) lets through."""
+        if allowed_special == "all":
+            return set(self.special_tokens)
+        if allowed_special == "none":
+            return set()
+        if isinstance(allowed_special, (set, frozenset)):
+            unknown = set(allowed_special) - set(self.special_tokens)
+            if unknown:
+                raise ValueError(
+                    f"unknown special tokens {sorted(unknown)}; this tokenizer has {list(self.special_tokens)}"
+                )
+            return set(allowed_special)
+        raise ValueError(
+            f"allowed_special={allowed_special!r}; allowed: 'all', 'none' or a set of special tokens"
+        )
+
+    def pre_tokenize(self, s: str, allowed_special: str | set[str] = "none") -> list[str]:
+        """The pieces BPE works on: allowed special tokens whole, the text between split by the pattern."""
+        allowed = self._allowed(allowed_special)
+        if not allowed:
+            return self._pre_split.findall(s)
+        # Longest first, so that a special token containing another one wins.
+        splitter = "(" + "|".join(regex.escape(t) for t in sorted(allowed, key=len, reverse=True)) + ")"
+        pieces: list[str] = []
+        for i, part in enumerate(regex.split(splitter, s)):
+            if i % 2:  # the splitter's capture group: a special token
+                pieces.append(part)
+            else:
+                pieces.extend(self._pre_split.findall(part))
+        return pieces
+
+    def _encode_pieces(self, pieces: list[str], allowed: set[str]) -> list[int]:
         out: list[int] = []
-        for piece in self._pre_split.findall(s):
-            out.extend(self._encode_piece(piece))
+        for piece in pieces:
+            if piece in allowed:  # text between special tokens holds none, so no ordinary piece is one
+                out.append(self.special_tokens[piece])
+            else:
+                out.extend(self._encode_piece(piece))
         return out
 
     def encode(self, s: str, allowed_special: str | set[str] = "none") -> list[int]:
@@ -299,32 +366,27 @@ class BPETokenizer(_Serialisable):
         ``allowed_special`` says which special tokens written in ``s`` become their own id: ``"all"``,
         ``"none"`` (the default: they are encoded as ordinary text), or a set of them.
         """
-        if allowed_special == "all":
-            allowed = set(self.special_tokens)
-        elif allowed_special == "none":
-            allowed = set()
-        elif isinstance(allowed_special, (set, frozenset)):
-            allowed = set(allowed_special)
-            unknown = allowed - set(self.special_tokens)
-            if unknown:
-                raise ValueError(
-                    f"unknown special tokens {sorted(unknown)}; this tokenizer has {list(self.special_tokens)}"
-                )
-        else:
-            raise ValueError(
-                f"allowed_special={allowed_special!r}; allowed: 'all', 'none' or a set of special tokens"
-            )
-        if not allowed:
-            return self._encode_ordinary(s)
-        # Longest first, so that a special token containing another one wins.
-        splitter = "(" + "|".join(regex.escape(t) for t in sorted(allowed, key=len, reverse=True)) + ")"
-        out: list[int] = []
-        for i, part in enumerate(regex.split(splitter, s)):
-            if i % 2:  # the splitter's capture group: a special token
-                out.append(self.special_tokens[part])
-            elif part:
-                out.extend(self._encode_ordinary(part))
-        return out
+        allowed = self._allowed(allowed_special)
+        return self._encode_pieces(self.pre_tokenize(s, allowed), allowed)
+
+    def encode_iterable(
+        self, lines: Iterable[str], allowed_special: str | set[str] = "none"
+    ) -> Iterator[int]:
+        """Token ids of the text that ``lines`` make up (an open file, say), yielded as it streams in.
+
+        The ids equal ``encode("".join(lines))``, yet only the current line and the few pieces before
+        it that may still change are held in memory (a single piece, a run of blank lines say, whole).
+        """
+        if self.pattern != GPT2_SPLIT_PATTERN:
+            raise ValueError("encode_iterable knows which pieces are final only for GPT-2's split pattern")
+        allowed = self._allowed(allowed_special)
+        pending = ""
+        for line in lines:
+            pieces = self.pre_tokenize(pending + line, allowed)
+            final = len(pieces) - _pieces_to_hold(pieces, allowed)
+            yield from self._encode_pieces(pieces[:final], allowed)
+            pending = "".join(pieces[final:])
+        yield from self._encode_pieces(self.pre_tokenize(pending, allowed), allowed)
 
     def decode(self, ids: Any) -> str:
         """The text of ``ids``; bytes that are not valid UTF-8 decode to U+FFFD (errors="replace")."""
@@ -332,18 +394,23 @@ class BPETokenizer(_Serialisable):
         return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="replace")
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "type": "bpe",
             "pattern": self.pattern,
             "merges": [list(pair) for pair, _ in self.merges],
             "special_tokens": list(self.special_tokens),
         }
+        if self.byte_ids != list(range(256)):  # only GPT-2's own numbering; keeps old fingerprints
+            d["byte_ids"] = self.byte_ids
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> BPETokenizer:
         if d.get("type") != "bpe":
             raise ValueError(f"not a BPE tokenizer: type {d.get('type')!r}; expected 'bpe'")
-        return cls([tuple(m) for m in d["merges"]], tuple(d["special_tokens"]), d["pattern"])
+        return cls(
+            [tuple(m) for m in d["merges"]], tuple(d["special_tokens"]), d["pattern"], d.get("byte_ids")
+        )
 
     def to_hf(self):
         """The same tokenizer as a ``tokenizers.Tokenizer`` (byte-level BPE), giving the same ids."""
@@ -369,5 +436,14 @@ class BPETokenizer(_Serialisable):
         return f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special_tokens={list(self.special_tokens)})"
 
 
+def _as_special_tokens(special_tokens: str | Iterable[str]) -> tuple[str, ...]:
+    """Special tokens as a tuple; a single string is one token, not one token per character."""
+    tokens = (special_tokens,) if isinstance(special_tokens, str) else tuple(special_tokens)
+    if not all(isinstance(t, str) and t for t in tokens) or len(set(tokens)) != len(tokens):
+        raise ValueError(f"special tokens must be distinct non-empty strings, got {special_tokens!r}")
+    return tokens
+
+
 _NEVER = float("inf")  # the rank of a pair that was never merged
 _CACHE_SIZE = 100_000  # pieces whose encoding is remembered
+_LONG_PIECE = 64  # bytes; longer pieces are merged with a heap

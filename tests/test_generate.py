@@ -21,13 +21,7 @@ POS_ENCODINGS = ("learned", "sinusoidal", "rope", "none")
 V = 61
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread runs them fastest and does not stall on a busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(pos_encoding="learned", block_size=16, vocab_size=V, seed=0, scale=4.0, **kw) -> GPT:
@@ -138,8 +132,8 @@ def test_greedy_variants_agree_with_the_textbook_loop():
     expected = greedy_reference(model, idx, 10)
     assert len(set(expected[0, 4:].tolist())) > 2  # not a degenerate repeat of one token
     assert torch.equal(generate(model, idx, 10, do_sample=False), expected)
-    assert torch.equal(generate(model, idx, 10, temperature=0, seed=3), expected)
-    assert torch.equal(generate(model, idx, 10, top_k=1, seed=3), expected)
+    assert torch.equal(generate(model, idx, 10, do_sample=True, temperature=0, seed=3), expected)
+    assert torch.equal(generate(model, idx, 10, do_sample=True, top_k=1, seed=3), expected)
     assert torch.equal(generate(model, idx, 10, do_sample=False, use_cache=False), expected)
     assert torch.equal(model.generate(idx, max_length=14, do_sample=False), expected)
 
@@ -182,8 +176,8 @@ def test_one_dimensional_prompt_and_zero_new_tokens():
 def test_stream_yields_the_same_columns_as_generate():
     model = make_model()
     idx = torch.tensor([[5, 6, 7], [8, 9, 10]])
-    full = generate(model, idx, 6, seed=11, top_p=0.9, num_return_sequences=2)
-    cols = list(stream(model, idx, 6, seed=11, top_p=0.9, num_return_sequences=2))
+    full = generate(model, idx, 6, do_sample=True, seed=11, top_p=0.9, num_return_sequences=2)
+    cols = list(stream(model, idx, 6, do_sample=True, seed=11, top_p=0.9, num_return_sequences=2))
     assert len(cols) == 6 and all(c.shape == (4, 1) for c in cols)
     assert torch.equal(torch.cat(cols, dim=1), full[:, 3:])
 
@@ -372,7 +366,9 @@ CHI2_CRITICAL_0_001 = {1: 10.828, 2: 13.816, 3: 16.266, 4: 18.467}
 )
 def test_seeded_sampling_matches_the_distribution(kwargs, expected):
     model = fixed_distribution_model([0.1, 0.2, 0.3, 0.4, 1e-30])
-    out = generate(model, torch.zeros(1000, 1, dtype=torch.long), 8, seed=1234, **kwargs)[:, 1:]
+    out = generate(model, torch.zeros(1000, 1, dtype=torch.long), 8, do_sample=True, seed=1234, **kwargs)[
+        :, 1:
+    ]
     counts = torch.bincount(out.flatten(), minlength=5).double()
     expected = torch.tensor(expected, dtype=torch.float64)
     assert torch.all(counts[expected == 0] == 0)  # filtered tokens are never drawn
@@ -383,7 +379,7 @@ def test_seeded_sampling_matches_the_distribution(kwargs, expected):
 
 def test_chi_square_rejects_a_wrong_distribution():
     model = fixed_distribution_model([0.1, 0.2, 0.3, 0.4])
-    out = generate(model, torch.zeros(1000, 1, dtype=torch.long), 8, seed=1234)[:, 1:]
+    out = generate(model, torch.zeros(1000, 1, dtype=torch.long), 8, do_sample=True, seed=1234)[:, 1:]
     counts = torch.bincount(out.flatten(), minlength=4).double()
     assert (
         chi_square(counts, torch.tensor([0.25, 0.25, 0.25, 0.25], dtype=torch.float64))
@@ -395,20 +391,22 @@ def test_seed_is_reproducible_and_leaves_global_rng_alone():
     model = make_model()
     idx = torch.tensor([[3, 1, 4]])
     state = torch.get_rng_state()
-    a = generate(model, idx, 12, seed=7, num_return_sequences=3)
+    a = generate(model, idx, 12, do_sample=True, seed=7, num_return_sequences=3)
     assert torch.equal(torch.get_rng_state(), state)
     torch.manual_seed(999)
-    assert torch.equal(generate(model, idx, 12, seed=7, num_return_sequences=3), a)
+    assert torch.equal(generate(model, idx, 12, do_sample=True, seed=7, num_return_sequences=3), a)
     assert not torch.equal(a[0], a[1]) or not torch.equal(a[1], a[2])  # the rows are separate draws
     g = torch.Generator().manual_seed(7)
-    assert torch.equal(generate(model, idx, 12, generator=g, num_return_sequences=3), a)
-    assert torch.equal(generate(model, idx, 12, seed=7, num_return_sequences=3, use_cache=False), a)
+    assert torch.equal(generate(model, idx, 12, do_sample=True, generator=g, num_return_sequences=3), a)
+    assert torch.equal(
+        generate(model, idx, 12, do_sample=True, seed=7, num_return_sequences=3, use_cache=False), a
+    )
 
 
 def test_num_return_sequences_repeats_rows_prompt_by_prompt():
     model = make_model()
     idx = torch.tensor([[1, 2], [3, 4]])
-    out = generate(model, idx, 3, seed=0, num_return_sequences=3)
+    out = generate(model, idx, 3, do_sample=True, seed=0, num_return_sequences=3)
     assert out.shape == (6, 5)
     assert out[:, :2].tolist() == [[1, 2]] * 3 + [[3, 4]] * 3
 
@@ -433,9 +431,11 @@ def test_eos_finishes_a_row_and_pads_it():
 def test_generation_stops_when_every_row_is_finished():
     model = make_model()
     idx = torch.tensor([[1, 2, 3], [4, 5, 6]])
-    out = generate(model, idx, 10, seed=0, eos_token_id=list(range(V)))  # any token ends a row
+    out = generate(
+        model, idx, 10, do_sample=True, seed=0, eos_token_id=list(range(V))
+    )  # any token ends a row
     assert out.shape == (2, 4)
-    assert len(list(stream(model, idx, 10, seed=0, eos_token_id=list(range(V))))) == 1
+    assert len(list(stream(model, idx, 10, do_sample=True, seed=0, eos_token_id=list(range(V))))) == 1
 
 
 # ----- parity with transformers' generate ---------------------------------------------------------
@@ -490,6 +490,9 @@ def test_greedy_matches_transformers_generate(hf_pair, repetition_penalty):
         ({"seed": 1, "generator": torch.Generator()}, "seed"),
         ({"eos_token_id": []}, "eos_token_id"),
         ({"eos_token_id": 1, "pad_token_id": V}, "pad_token_id"),
+        ({"eos_token_id": V}, r"eos_token_id must be a token id in 0\.\.60"),  # past the vocabulary
+        ({"eos_token_id": [1, V + 5]}, "eos_token_id"),
+        ({"input_ids": torch.tensor([[1, 2]])}, "input_ids"),  # a prompt given twice
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, message):
@@ -505,6 +508,8 @@ def test_bad_arguments_raise_value_error(kwargs, message):
     ("idx", "message"),
     [
         (torch.zeros(1, 0, dtype=torch.long), "empty"),
+        ([], "empty"),  # torch.as_tensor([]) is float32: the emptiness is what to report
+        ([[]], "empty"),
         (torch.zeros(0, dtype=torch.long), "empty"),
         (torch.tensor([[1, V]]), "vocabulary"),
         (torch.tensor([[-1, 2]]), "vocabulary"),
@@ -565,3 +570,26 @@ def test_one_token_step_on_cuda(pos_encoding):
     assert all(torch.allclose(a, b, atol=1e-5, rtol=0) for a, b in zip(forward, flat, strict=True))
     out = generate(model, idx[:, :4], 12, do_sample=False)
     assert torch.equal(out, generate(model, idx[:, :4], 12, do_sample=False, use_cache=False))
+
+
+def test_prompt_as_input_ids_and_greedy_by_default():
+    model = make_model()
+    idx = torch.tensor([[3, 1, 4], [1, 5, 9]])
+    expected = greedy_reference(model, idx, 6)
+    assert torch.equal(generate(model, idx, 6), expected)  # do_sample defaults to False
+    assert torch.equal(generate(model, input_ids=idx, max_new_tokens=6), expected)
+    assert torch.equal(model.generate(input_ids=idx, max_length=9), expected)
+    assert torch.equal(torch.cat(list(stream(model, input_ids=idx, max_new_tokens=6)), 1), expected[:, 3:])
+    with pytest.raises(ValueError, match="input_ids"):
+        generate(model, max_new_tokens=6)  # no prompt at all
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-38, 1e-39, 5e-324])
+def test_a_vanishing_temperature_is_greedy(temperature):
+    """Below GREEDY_BELOW the scaled logits would overflow float32 (inf, then NaN probabilities)."""
+    model = make_model()
+    idx = torch.tensor([[3, 1, 4]])
+    out = generate(model, idx, 8, do_sample=True, temperature=temperature, seed=0)
+    assert torch.equal(out, greedy_reference(model, idx, 8))
+    sampled = generate(model, idx, 8, do_sample=True, temperature=1e-3, seed=0)  # still sampling
+    assert sampled.shape == out.shape

@@ -152,6 +152,21 @@ def test_special_tokens_in_training_text_are_not_learned():
     assert not any(b"|>" in bpe.vocab[new] or b"<|" in bpe.vocab[new] for _, new in bpe.merges)
 
 
+@pytest.mark.parametrize("special", ["<eos>", ["<eos>"], ("<eos>",)])
+def test_one_string_is_one_special_token(special):
+    # A plain string is one token, not five one-character tokens '<', 'e', 'o', 's', '>'.
+    bpe = BPETokenizer.train("to be or not to be<eos>", vocab_size=260, special_tokens=special)
+    assert bpe.special_tokens == {"<eos>": 259}
+    assert bpe.encode("be<eos>", allowed_special="all")[-1] == 259
+    assert BPETokenizer([], special_tokens="<eos>").special_tokens == {"<eos>": 256}
+
+
+@pytest.mark.parametrize("special", [[""], ["<a>", "<a>"], [None], ("<eos>", 3)])
+def test_bad_special_tokens_raise(special):
+    with pytest.raises(ValueError, match="special tokens must be"):
+        BPETokenizer.train("abc", vocab_size=300, special_tokens=special)
+
+
 def test_vocab_size_too_small_raises():
     with pytest.raises(ValueError, match="at least 256 bytes .* = 257"):
         BPETokenizer.train("abc", vocab_size=200)
@@ -241,3 +256,65 @@ def test_hf_export_gives_the_same_ids_on_the_corpus(bpe, hf):
 @given(s=unicode_text)
 def test_hf_export_gives_the_same_ids_on_any_text(bpe, hf, s):
     assert hf.encode(s).ids == bpe.encode(s)
+
+
+def _merge_with_loop(ids, ranks):
+    """The textbook order: merge every occurrence of the earliest-learned pair present, repeat."""
+    from gptmini.tokenizer import _merge_pair
+
+    while True:
+        present = [p for p in zip(ids, ids[1:], strict=False) if p in ranks]
+        if not present:
+            return ids
+        pair = min(present, key=ranks.get)
+        ids = _merge_pair(ids, pair, ranks[pair])
+
+
+@settings(max_examples=200, deadline=None)
+@given(s=st.text(alphabet="aeht rsoinl", min_size=0, max_size=300))
+def test_heap_merging_equals_the_loop(bpe, s):
+    from gptmini.tokenizer import _merge_with_heap
+
+    ids = list(s.encode())
+    assert _merge_with_heap(ids, bpe.ranks) == _merge_with_loop(ids, bpe.ranks)
+
+
+def test_long_pieces_take_linear_time_and_match_the_loop(bpe):
+    long_word = "".join(chr(97 + (i * i) % 26) for i in range(20_000))  # one piece of 20,000 letters
+    ids = bpe.encode(long_word)  # quadratic merging would take minutes here
+    assert bpe.decode(ids) == long_word
+    short = long_word[:1000]
+    assert bpe.encode(short) == _merge_with_loop(list(short.encode()), bpe.ranks)
+
+
+# --- streaming --------------------------------------------------------------------------------------
+
+
+def test_encode_iterable_equals_encode_on_the_corpus(bpe):
+    text = corpus_text("val")[200_000:260_000] + EOT + "\n  Exeunt  \n\n"
+    lines = text.splitlines(keepends=True)
+    for allowed in ("none", "all"):
+        assert list(bpe.encode_iterable(lines, allowed)) == bpe.encode(text, allowed)
+
+
+@settings(max_examples=100, deadline=None)
+@given(s=unicode_text, cuts=st.lists(st.integers(min_value=0), max_size=8))
+def test_encode_iterable_equals_encode_for_any_chunking(bpe, s, cuts):
+    bounds = [0, *sorted(c % (len(s) + 1) for c in cuts), len(s)]
+    chunks = [s[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    assert list(bpe.encode_iterable(chunks)) == bpe.encode(s)
+
+
+def test_encode_iterable_needs_gpt2s_split_pattern():
+    words = BPETokenizer([], pattern=r"\S+|\s+")
+    assert words.encode("a b") == [97, 32, 98]
+    with pytest.raises(ValueError, match="split pattern"):
+        list(words.encode_iterable(["a b"]))
+
+
+def test_byte_ids_must_number_each_byte_once():
+    with pytest.raises(ValueError, match="byte_ids"):
+        BPETokenizer([], byte_ids=[0] * 256)
+    reversed_bytes = BPETokenizer([(255, 254)], byte_ids=list(range(255, -1, -1)))
+    assert reversed_bytes.encode("\x00\x01") == [256]
+    assert reversed_bytes.decode([256]) == "\x00\x01"
