@@ -329,6 +329,7 @@ class Trainer:
                 "train_config": dataclasses.asdict(self.tc),
                 "param_groups": opt["param_groups"],
                 "history": dataclasses.asdict(self.history),
+                "grad_scaler": self.scaler.state_dict() if self.scaler else None,  # float16 loss scale
                 "files": {p.name: sha256_of(p) for p in sorted(new.iterdir())},
             }
             (new / "trainer.json").write_text(json.dumps(meta, indent=1))
@@ -356,6 +357,8 @@ class Trainer:
             trainer.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         except (ValueError, KeyError) as err:
             raise ValueError(f"{directory}: the optimizer state does not fit the model: {err}") from None
+        if trainer.scaler is not None and meta.get("grad_scaler"):
+            trainer.scaler.load_state_dict(meta["grad_scaler"])
         trainer.batch_gen.set_state(tensors["rng.batch"])
         torch.set_rng_state(tensors["rng.torch"])
         trainer.step = meta["step"]

@@ -3,6 +3,7 @@ type-checked, corrupted files reported by name, inputs whose loss would be undef
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -199,6 +200,23 @@ def test_keyboard_interrupt_inside_a_periodic_save_then_resume_is_bit_identical(
     resumed = Trainer.resume(ckpt, tokens, tokens)
     assert resumed.step == 4
     resumed.train()
+    assert_identical(weights(resumed), weights(straight))
+
+
+def test_the_float16_loss_scale_is_resumed(tokens, tmp_path, monkeypatch):
+    def precision(self):  # a GradScaler as on a GPU in float16, here on the CPU; grows every 2 steps
+        return contextlib.nullcontext(), torch.amp.GradScaler("cpu", init_scale=16.0, growth_interval=2)
+
+    monkeypatch.setattr(Trainer, "_precision", precision)
+    straight = Trainer(tiny_model(), tokens, tokens, config())
+    straight.train()
+    first = Trainer(tiny_model(), tokens, tokens, config())
+    first.train(until=5)
+    first.save_checkpoint(tmp_path / "c")
+    resumed = Trainer.resume(tmp_path / "c", tokens, tokens)
+    assert resumed.scaler.get_scale() == first.scaler.get_scale() != 16.0
+    resumed.train()
+    assert resumed.scaler.get_scale() == straight.scaler.get_scale()
     assert_identical(weights(resumed), weights(straight))
 
 
