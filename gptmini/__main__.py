@@ -128,7 +128,7 @@ def _tokenizer(name: str, vocab_size: int, text: str):
 
 def _check_new_out_dir(out_dir: str | None, overwrite: bool) -> None:
     """A new run may not take over a directory holding another run, unless --overwrite says so."""
-    from gptmini.train import check_out_dir
+    from gptmini.checkpoints import check_out_dir
 
     if out_dir is None:
         return
@@ -178,7 +178,8 @@ def _resume(args: argparse.Namespace, overrides: list[str], argv: list[str]) -> 
     change [train] keys on purpose (e.g. --max_steps to train longer), not the model or the data.
     """
     from gptmini import data
-    from gptmini.train import Trainer, recover_interrupted_save, verified_checkpoint
+    from gptmini.checkpoints import recover_interrupted_save, verified_checkpoint
+    from gptmini.train import Trainer
 
     directory = recover_interrupted_save(Path(args.resume))
     saved_train = verified_checkpoint(directory)["train_config"]

@@ -19,9 +19,7 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,20 +30,21 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from gptmini.checkpoints import load_tokenizer
-from gptmini.checks import check_field_types, read_json, sha256_of
+from gptmini.checkpoints import (
+    TOKENIZER_NAME,
+    check_out_dir,
+    load_tokenizer,
+    recover_interrupted_save,
+    replacing_directory,
+    verified_checkpoint,
+)
+from gptmini.checks import check_field_types, sha256_of
 from gptmini.data import eval_batches, get_batch
 from gptmini.device import auto_device
 from gptmini.model import GPT
 
 SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-TOKENIZER_NAME = "tokenizer.json"
-#: The files a checkpoint directory may hold: saving replaces them all, except README.md, which it keeps.
-CHECKPOINT_FILES = (
-    "config.json", "model.safetensors", "trainer.json", "trainer.safetensors", TOKENIZER_NAME, "metrics.json",
-)  # fmt: skip
-KEPT_FILES = ("README.md",)
 
 
 @dataclass
@@ -389,29 +388,6 @@ def _check_tokens(name: str, data, config, eval_iters: int | None) -> None:
         )
 
 
-def check_out_dir(out_dir: str | Path) -> None:
-    """out_dir can take checkpoints: not a file, nothing in it but checkpoint files, its parent writable."""
-    path = Path(out_dir).resolve()
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"out_dir {out_dir} is a file, not a directory")
-    if path == Path.cwd().resolve() or path in Path.cwd().resolve().parents:
-        raise ValueError(
-            f"out_dir {out_dir} is the current directory or above it; name a directory for the run"
-        )
-    if path.is_dir():
-        foreign = sorted(p.name for p in path.iterdir() if p.name not in CHECKPOINT_FILES + KEPT_FILES)
-        if foreign:
-            raise ValueError(
-                f"out_dir {out_dir} holds {', '.join(foreign[:5])}, which are not checkpoint files; saving "
-                "replaces the whole directory, so choose an empty or new one"
-            )
-    try:  # saving writes a new directory beside out_dir, then renames it
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryDirectory(dir=path.parent).cleanup()
-    except OSError as err:
-        raise ValueError(f"out_dir {out_dir}: cannot write checkpoints there ({err})") from None
-
-
 def _train_config(source: Path, values: dict) -> TrainConfig:
     """A TrainConfig from saved values plus overrides; unknown keys name the file they came from."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -419,90 +395,6 @@ def _train_config(source: Path, values: dict) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown TrainConfig field(s) {unknown} (from {source} or the overrides)")
     return TrainConfig(**values)
-
-
-# ----- atomic checkpoints -------------------------------------------------------------------------
-
-
-def _siblings(directory: Path) -> tuple[Path, Path]:
-    """Where a save writes its new files, and where the replaced checkpoint waits to be deleted."""
-    directory = directory.resolve()
-    return directory.with_name(f".{directory.name}.saving"), directory.with_name(f".{directory.name}.old")
-
-
-def recover_interrupted_save(directory: Path) -> Path:
-    """If a save stopped between its two renames, put the previous complete checkpoint back in place."""
-    new, old = _siblings(directory)
-    if not directory.exists() and old.is_dir():
-        old.rename(directory)
-    shutil.rmtree(new, ignore_errors=True)
-    return directory
-
-
-@contextlib.contextmanager
-def replacing_directory(directory: Path):
-    """Yields an empty new directory; when the block succeeds, it replaces ``directory`` (two renames).
-
-    If the block fails or is interrupted, the new directory is removed and ``directory`` is untouched.
-    """
-    check_out_dir(directory)
-    recover_interrupted_save(directory)
-    new, old = _siblings(directory)
-    shutil.rmtree(old, ignore_errors=True)
-    new.mkdir(parents=True)
-    try:
-        yield new
-        for name in KEPT_FILES:
-            if (directory / name).is_file():
-                shutil.copy2(directory / name, new / name)
-        _fsync(new)
-    except BaseException:
-        shutil.rmtree(new, ignore_errors=True)
-        raise
-    if directory.exists():
-        directory.rename(old)
-    new.rename(directory)  # a stop between these two renames is undone by recover_interrupted_save
-    _fsync(directory.resolve().parent, files=False)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync(directory: Path, files: bool = True) -> None:
-    """Flush a directory (and the files in it) to disk, so that a rename never exposes unwritten data."""
-    for path in sorted(directory.iterdir()) if files else []:
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def verified_checkpoint(directory: Path) -> dict:
-    """The trainer.json of a checkpoint, after checking every file it lists against its SHA-256."""
-    if not directory.is_dir():
-        raise FileNotFoundError(f"no checkpoint at {directory}: not a directory")
-    meta = read_json(directory / "trainer.json", "the trainer state written by Trainer.save_checkpoint")
-    required = ("step", "train_config", "param_groups", "history", "files")
-    missing = [key for key in required if key not in meta]
-    if missing:
-        raise ValueError(
-            f"{directory / 'trainer.json'} lacks {missing}: not a complete checkpoint of this version of "
-            "gptmini (one without 'files' cannot be verified), so it cannot be resumed"
-        )
-    for name in ("config.json", "model.safetensors", "trainer.safetensors"):
-        if name not in meta["files"]:
-            raise ValueError(f"{directory / 'trainer.json'} does not list {name}: not a complete checkpoint")
-    for name, digest in meta["files"].items():
-        path = directory / name
-        if not path.is_file():
-            raise ValueError(f"{path} is missing; refusing to resume an incomplete checkpoint")
-        if sha256_of(path) != digest:
-            raise ValueError(
-                f"{path} differs from the file saved with step {meta['step']} (SHA-256 mismatch): the "
-                "checkpoint's files come from different saves or were changed; refusing to resume"
-            )
-    return meta
 
 
 @contextlib.contextmanager
