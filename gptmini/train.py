@@ -249,7 +249,7 @@ class Trainer:
             bar = tqdm(total=stop, initial=self.step, desc="training", unit="step")
         start, start_step = time.perf_counter(), self.step
         with finish_step_on_interrupt() as interrupted:  # Ctrl-C: finish the step, save, stop
-            while self.step < stop and not interrupted():
+            while self.step < stop and not self._on_any_rank(interrupted()):
                 lr = lr_at(self.step, tc)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
@@ -298,10 +298,18 @@ class Trainer:
         h.seconds += time.perf_counter() - start
         if bar is not None:
             bar.close()
-        if interrupted():
+        if self.step < stop:  # stopped by Ctrl-C (on any rank)
             saved = self.save_checkpoint(tc.out_dir) if tc.out_dir and self.rank == 0 else None
             raise TrainingInterrupted(self.step, saved)
         return h
+
+    def _on_any_rank(self, flag: bool) -> bool:
+        """True on every rank if true on one: DDP ranks must stop after the same step."""
+        if self.world == 1:
+            return flag
+        flag_tensor = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(flag_tensor, op=dist.ReduceOp.MAX)
+        return bool(flag_tensor.item())
 
     # ----- checkpoints: safetensors for tensors, JSON for the rest; never pickle ------------------
 

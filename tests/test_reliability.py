@@ -10,7 +10,10 @@ import math
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -636,3 +639,50 @@ def test_from_pretrained_with_a_missing_local_path_fails_at_once(path):
 def test_load_tokenizer_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="tok.json not found"):
         load_tokenizer(tmp_path / "tok.json")
+
+
+DDP_WORKER = """
+import os, signal, sys
+import numpy as np, torch
+import torch.distributed as dist
+from gptmini.model import GPT, GPTConfig
+from gptmini.train import Trainer, TrainConfig, TrainingInterrupted
+
+torch.manual_seed(0)
+model = GPT(GPTConfig(vocab_size=31, block_size=8, n_layer=1, n_head=2, n_embd=16))
+tokens = np.random.default_rng(0).integers(0, 31, 3000).astype(np.uint16)
+tc = TrainConfig(max_steps=6, batch_size=3, eval_interval=0, eval_iters=1, progress=False, device="cpu",
+                 out_dir=sys.argv[1])
+trainer = Trainer(model, tokens, None, tc)
+if trainer.rank == 1:  # Ctrl-C reaches one rank only, in the forward pass of step 2
+    sent = []
+    def hook(module, args):
+        if trainer.step == 1 and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+    model.register_forward_pre_hook(hook)
+try:
+    trainer.train()
+    stopped = "finished"
+except TrainingInterrupted as stop:
+    stopped = str(stop.step)
+with open(f"{sys.argv[1]}-rank{trainer.rank}", "w") as f:
+    f.write(stopped)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_one_ddp_rank_stops_every_rank_after_the_same_step(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed beside this Python")
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_WORKER)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [torchrun, "--standalone", "--nproc_per_node=2", str(script), str(run)]
+    subprocess.run(argv, check=True, env=env, capture_output=True, timeout=120)
+    stops = [(tmp_path / f"run-rank{r}").read_text() for r in (0, 1)]
+    assert stops == ["2", "2"]
+    assert json.loads((run / "trainer.json").read_text())["step"] == 2
