@@ -10,6 +10,7 @@ the causal mask. Three ways to train: ``"frozen"`` (only the head), ``"full"`` (
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -360,6 +361,10 @@ class FinetuneResult:
         return self.val_accuracy[-1]
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def finetune(
     clf: GPTClassifier,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -381,17 +386,22 @@ def finetune(
     Evaluates on ``val`` every ``eval_every`` steps and after the last.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    for name, value in (("weight_decay", weight_decay), ("grad_clip", grad_clip)):
+        if not _is_number(value) or not 0 <= value < math.inf:
+            raise ValueError(f"{name} must be a finite number >= 0 (grad_clip 0: no clipping), got {value!r}")
     if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):
         raise ValueError(
             f"eval_every must be a positive integer or None (only after the last step), got {eval_every!r}"
         )
     head_lr = lr if head_lr is None else head_lr
     for name, value in (("lr", lr), ("head_lr", head_lr)):
-        if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value!r}")
-    if not 0.0 <= warmup < 1.0:
+        if not _is_number(value) or not 0 < value < math.inf:
+            raise ValueError(f"{name} must be positive, got {value!r} (a finite number)")
+    if not _is_number(warmup) or not 0.0 <= warmup < 1.0:
         raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {warmup!r}")
     (x, y), (xv, yv) = train, val
     if len(x) != len(y) or len(xv) != len(yv) or len(x) == 0 or len(xv) == 0:

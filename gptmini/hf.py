@@ -320,6 +320,11 @@ def from_pretrained(name: str = "gpt2", cls: type[GPT] = GPT, **kwargs) -> GPT:
     """
     from transformers import GPT2LMHeadModel
 
+    # A hub id is "name" or "owner/name"; anything else is a local path, which must exist: failing
+    # here is immediate, where the hub would be retried for half a minute first.
+    looks_local = str(name).startswith(("/", ".", "~")) or str(name).count("/") > 1 or "\\" in str(name)
+    if looks_local and not Path(name).expanduser().is_dir():
+        raise FileNotFoundError(f"{name} is not a directory: expected a local copy of a GPT-2 model")
     try:
         hf_model = GPT2LMHeadModel.from_pretrained(name, **kwargs)
     except OSError as e:

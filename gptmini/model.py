@@ -23,11 +23,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptmini.attention import ATTN_IMPLS, CausalSelfAttention, KVCache
+from gptmini.checks import check_field_types, read_json
 from gptmini.positional import POS_ENCODINGS, ROPE_LAYOUTS, RotaryEmbedding, SinusoidalPositionalEncoding
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu", "relu2")
+#: Fields every config.json holds; fields added since may be missing from older files and then take
+#: their defaults, which reproduce the older models.
+CONFIG_FILE_FIELDS = (
+    "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "pos_encoding",
+    "tie_weights", "rope_base", "layer_norm_eps", "attn_impl",
+)  # fmt: skip
 
 
 @dataclass
@@ -61,6 +68,7 @@ class GPTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_field_types(self)  # bool is bool, int is int, floats finite: for every field
         if self.d_head is None and self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) so the heads split it evenly"
@@ -132,6 +140,8 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> GPTConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"a GPTConfig is read from a dict of its fields, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -359,7 +369,8 @@ class GPT(nn.Module):
         """idx (B, T) int64 -> (logits (B, T, vocab), mean cross-entropy or None).
 
         The loss compares the prediction at each position with the token that should come next, given
-        in one of two ways (-100 marks a position to ignore; giving both is an error):
+        in one of two ways (-100 marks a position to ignore; giving both is an error). At least one
+        position must be scored: the mean over none is undefined, so that is a ValueError.
 
         - ``targets`` (B, T), nanoGPT's convention, already shifted: targets[:, t] is the token that
           follows idx[:, t], usually ``idx`` moved one place left (``x[:, :-1], x[:, 1:]``). So
@@ -383,6 +394,7 @@ class GPT(nn.Module):
                 raise ValueError(f"labels must be a tensor of idx's shape {tuple(idx.shape)}, got {got}")
             targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T): the next label, none after the last
         if targets is not None:
+            _check_targets(targets, self.config.vocab_size)
             if targets.shape != idx.shape:
                 raise ValueError(
                     f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}"
@@ -474,15 +486,14 @@ class GPT(nn.Module):
     @classmethod
     def load(cls, directory: str | Path, map_location=None) -> GPT:
         """Read a model written by :meth:`save`, checking every tensor's name and shape first."""
-        from safetensors.torch import load_file
 
         directory = Path(directory)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory / name} not found: not a directory written by GPT.save")
-        config = GPTConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
-        device = torch.device(map_location) if map_location is not None else torch.device("cpu")
-        state = load_file(directory / WEIGHTS_NAME, device=str(device))
+        config = _read_config(directory / CONFIG_NAME)
+        device = _load_device(map_location)
+        state = _read_weights(directory / WEIGHTS_NAME, device)
         dtype = next(iter(state.values())).dtype if state else None  # keep the saved precision
         model = cls(config).to(device=device, dtype=dtype)
         expected = model._saved_state()
@@ -525,3 +536,75 @@ class GPT(nn.Module):
         from gptmini.hf import from_pretrained
 
         return from_pretrained(name, cls, **kwargs)
+
+
+def _check_targets(targets: torch.Tensor, vocab_size: int) -> None:
+    """Targets are int64 ids in 0..vocab_size-1 or -100 (ignored), and at least one is not ignored."""
+    if not isinstance(targets, torch.Tensor) or targets.dtype != torch.long:
+        got = targets.dtype if isinstance(targets, torch.Tensor) else type(targets).__name__
+        raise ValueError(f"targets must be a torch.int64 (long) tensor of token ids or -100, got {got}")
+    if torch.compiler.is_compiling():  # data-dependent: skipped when compiled
+        return
+    counted = targets[targets != -100]
+    if counted.numel() == 0:
+        raise ValueError(
+            f"no target to score: all {targets.numel()} targets are -100 (ignored) or the sequence is empty; "
+            "the mean loss over zero tokens is undefined"
+        )
+    lo, hi = int(counted.min()), int(counted.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(
+            f"target {lo if lo < 0 else hi} is outside the vocabulary 0..{vocab_size - 1} (or -100: ignored)"
+        )
+
+
+def _read_config(path: Path) -> GPTConfig:
+    """A GPTConfig from a config.json written by GPT.save; errors name the file."""
+    d = read_json(path, "the GPTConfig fields of a model written by GPT.save")
+    missing = [name for name in CONFIG_FILE_FIELDS if name not in d]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the field(s) {missing}: every config.json written by GPT.save has them"
+        )
+    try:
+        return GPTConfig.from_dict(d)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _load_device(map_location) -> torch.device:
+    """``map_location`` as a device that exists here (None: the CPU)."""
+    try:
+        device = torch.device("cpu" if map_location is None else map_location)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"map_location {map_location!r} is not a device: {err}") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ValueError(
+            f"map_location {map_location!r}: no {device.type} device on this machine; "
+            f"use 'cpu' (or None), or one of: {', '.join(k for k, ok in available.items() if ok)}"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"map_location {map_location!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    return device
+
+
+def _read_weights(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    """The tensors of a model.safetensors; a truncated or corrupted file is a ValueError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path, device=str(device))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(
+            f"{path} is not a readable safetensors file (truncated or corrupted?): {err}"
+        ) from None
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            raise ValueError(
+                f"{path}: tensor {name!r} has dtype {tensor.dtype}; model weights are floating point"
+            )
+    return state

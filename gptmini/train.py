@@ -19,6 +19,8 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,15 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from gptmini.checkpoints import (
+    TOKENIZER_NAME,
+    check_out_dir,
+    load_tokenizer,
+    recover_interrupted_save,
+    replacing_directory,
+    verified_checkpoint,
+)
+from gptmini.checks import check_field_types, sha256_of
 from gptmini.data import eval_batches, get_batch
 from gptmini.device import auto_device
 from gptmini.model import GPT
@@ -64,6 +75,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # "adamw" | "muon": torch.optim.Muon on the blocks' matrices, AdamW elsewhere
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # bool is bool, int is int, floats finite: for every field
         for name in ("max_steps", "batch_size", "grad_accum_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -85,7 +97,12 @@ class TrainConfig:
         if self.eval_iters is not None and self.eval_iters < 1:
             raise ValueError(f"eval_iters must be >= 1 or None (whole split), got {self.eval_iters}")
         if self.checkpoint_interval is not None and (self.checkpoint_interval < 1 or self.out_dir is None):
-            raise ValueError("checkpoint_interval must be >= 1 and needs out_dir")
+            raise ValueError(
+                f"checkpoint_interval must be >= 1 or None, and needs out_dir; got {self.checkpoint_interval} "
+                f"with out_dir {self.out_dir!r}"
+            )
+        if self.out_dir == "":
+            raise ValueError("out_dir must name a directory, or be None (no checkpoints); got ''")
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
@@ -198,11 +215,34 @@ def _distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-class Trainer:
-    """Trains a GPT on 1-D token arrays; ``train()`` may be called again after ``resume``."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``Trainer.train``: the step in progress was finished and, with out_dir, saved."""
 
-    def __init__(self, model: GPT, train_data: np.ndarray, val_data: np.ndarray | None, tc: TrainConfig):
-        self.tc, self.train_data, self.val_data = tc, train_data, val_data
+    def __init__(self, step: int, checkpoint: Path | None):
+        self.step, self.checkpoint = step, checkpoint
+        saved = f"checkpoint saved to {checkpoint}" if checkpoint else "nothing saved (no out_dir)"
+        super().__init__(f"interrupted after step {step}; {saved}")
+
+
+class Trainer:
+    """Trains a GPT on 1-D token arrays; ``train()`` may be called again after ``resume``.
+
+    ``tokenizer`` (optional) is saved with every checkpoint, so that each one is self-contained.
+    """
+
+    def __init__(
+        self,
+        model: GPT,
+        train_data: np.ndarray | None,
+        val_data: np.ndarray | None,
+        tc: TrainConfig,
+        tokenizer=None,
+    ):
+        _check_tokens("train_data", train_data, model.config, tc.eval_iters)
+        _check_tokens("val_data", val_data, model.config, tc.eval_iters)
+        if tc.out_dir is not None:
+            check_out_dir(tc.out_dir)
+        self.tc, self.train_data, self.val_data, self.tokenizer = tc, train_data, val_data, tokenizer
         self.rank, self.world, local_rank = _distributed()
         if self.world > 1 and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -272,10 +312,13 @@ class Trainer:
         """
         tc, h, model = self.tc, self.history, self.model
         stop = tc.max_steps if until is None else until
-        if not self.step <= stop <= tc.max_steps:
+        if isinstance(stop, bool) or not isinstance(stop, int) or not self.step <= stop <= tc.max_steps:
             raise ValueError(
-                f"until must be between the current step {self.step} and max_steps {tc.max_steps}"
+                f"until must be an integer between the current step {self.step} and max_steps {tc.max_steps}, "
+                f"got {until!r}"
             )
+        if self.train_data is None:
+            raise ValueError("this trainer has no train_data (None): it can evaluate but not train")
         model.train()
         tokens_per_step = tc.batch_size * tc.grad_accum_steps * self.world * model.config.block_size
         bar = None
@@ -284,94 +327,180 @@ class Trainer:
 
             bar = tqdm(total=stop, initial=self.step, desc="training", unit="step")
         start, start_step = time.perf_counter(), self.step
-        while self.step < stop:
-            lr = lr_at(self.step, tc)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = 0.0
-            for micro in range(tc.grad_accum_steps):
-                x, y = self._batch(self.batch_gen, self.train_data)
-                last = micro == tc.grad_accum_steps - 1
-                sync = self.net.no_sync() if self.world > 1 and not last else contextlib.nullcontext()
-                with sync, self.autocast:
-                    _, loss = self.net(x, y)
-                    loss = loss / tc.grad_accum_steps
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
-                loss_sum += loss.item()
-            if not math.isfinite(loss_sum):
-                raise FloatingPointError(
-                    f"the training loss became {loss_sum} at step {self.step} (learning rate {lr:.3g}); "
-                    "try a lower learning_rate, gradient clipping (grad_clip=1.0), a longer warmup, "
-                    "float32 instead of float16, and check the data for token ids outside the vocabulary"
-                )
-            if self.scaler:
-                self.scaler.unscale_(self.optimizer)
-            # The norm of all gradients as one vector, measured before clipping (max_norm=inf: no-op).
-            max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            if self.scaler:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            h.steps.append(self.step)
-            h.train_loss.append(loss_sum)
-            h.lr.append(lr)
-            h.grad_norm.append(grad_norm.item())
-            self.step += 1
-            elapsed = time.perf_counter() - start
-            h.tokens_per_sec = tokens_per_step * (self.step - start_step) / max(elapsed, 1e-9)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{h.tokens_per_sec:,.0f}")
-            done = self.step == stop
-            if (tc.eval_interval and self.step % tc.eval_interval == 0) or done:
-                h.evals.append({"step": self.step, **self.evaluate()})
-            if tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0 and self.rank == 0:
-                self.save_checkpoint(tc.out_dir)
+        with finish_step_on_interrupt() as interrupted:  # Ctrl-C: finish the step, save, stop
+            while self.step < stop and not self._on_any_rank(interrupted()):
+                lr = lr_at(self.step, tc)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                loss_sum = 0.0
+                for micro in range(tc.grad_accum_steps):
+                    x, y = self._batch(self.batch_gen, self.train_data)
+                    last = micro == tc.grad_accum_steps - 1
+                    sync = self.net.no_sync() if self.world > 1 and not last else contextlib.nullcontext()
+                    with sync, self.autocast:
+                        _, loss = self.net(x, y)
+                        loss = loss / tc.grad_accum_steps
+                    (self.scaler.scale(loss) if self.scaler else loss).backward()
+                    loss_sum += loss.item()
+                if not math.isfinite(loss_sum):
+                    raise FloatingPointError(
+                        f"the training loss became {loss_sum} at step {self.step} (learning rate {lr:.3g}); "
+                        "try a lower learning_rate, gradient clipping (grad_clip=1.0), a longer warmup, "
+                        "float32 instead of float16, and check the data for token ids outside the vocabulary"
+                    )
+                if self.scaler:
+                    self.scaler.unscale_(self.optimizer)
+                # The norm of all gradients as one vector, measured before clipping (max_norm=inf: no-op).
+                max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                if self.scaler:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                h.steps.append(self.step)
+                h.train_loss.append(loss_sum)
+                h.lr.append(lr)
+                h.grad_norm.append(grad_norm.item())
+                self.step += 1
+                elapsed = time.perf_counter() - start
+                h.tokens_per_sec = tokens_per_step * (self.step - start_step) / max(elapsed, 1e-9)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{h.tokens_per_sec:,.0f}")
+                done = self.step == stop
+                if (tc.eval_interval and self.step % tc.eval_interval == 0) or done:
+                    h.evals.append({"step": self.step, **self.evaluate()})
+                if tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0 and self.rank == 0:
+                    self.save_checkpoint(tc.out_dir)
         h.seconds += time.perf_counter() - start
         if bar is not None:
             bar.close()
+        if self.step < stop:  # stopped by Ctrl-C (on any rank)
+            saved = self.save_checkpoint(tc.out_dir) if tc.out_dir and self.rank == 0 else None
+            raise TrainingInterrupted(self.step, saved)
         return h
+
+    def _on_any_rank(self, flag: bool) -> bool:
+        """True on every rank if true on one: DDP ranks must stop after the same step."""
+        if self.world == 1:
+            return flag
+        flag_tensor = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(flag_tensor, op=dist.ReduceOp.MAX)
+        return bool(flag_tensor.item())
 
     # ----- checkpoints: safetensors for tensors, JSON for the rest; never pickle ------------------
 
     def save_checkpoint(self, directory: str | Path) -> Path:
-        """Model, optimizer state, random states, step, config and history: everything to resume exactly."""
+        """Model, optimizer state, random states, step, config, history (and tokenizer): all to resume exactly.
+
+        The files are written into a new directory beside ``directory``, which then takes its place by
+        renaming: whenever the process stops, ``directory`` holds one complete checkpoint, the previous
+        or this one. trainer.json, written last, records the SHA-256 of every other file.
+        """
         directory = Path(directory)
-        self.model.save(directory)
         opt = self.optimizer.state_dict()
         tensors = {"rng.batch": self.batch_gen.get_state(), "rng.torch": torch.get_rng_state()}
         for pid, state in opt["state"].items():
             for name, value in state.items():
                 tensors[f"optim.{pid}.{name}"] = value.detach().cpu().contiguous()
-        save_file(tensors, str(directory / "trainer.safetensors"))
-        meta = {
-            "step": self.step,
-            "train_config": dataclasses.asdict(self.tc),
-            "param_groups": opt["param_groups"],
-            "history": dataclasses.asdict(self.history),
-        }
-        (directory / "trainer.json").write_text(json.dumps(meta, indent=1))
+        with replacing_directory(directory) as new:
+            self.model.save(new)
+            if self.tokenizer is not None:
+                self.tokenizer.save(str(new / TOKENIZER_NAME))
+            save_file(tensors, str(new / "trainer.safetensors"))
+            meta = {
+                "step": self.step,
+                "train_config": dataclasses.asdict(self.tc),
+                "param_groups": opt["param_groups"],
+                "history": dataclasses.asdict(self.history),
+                "grad_scaler": self.scaler.state_dict() if self.scaler else None,  # float16 loss scale
+                "files": {p.name: sha256_of(p) for p in sorted(new.iterdir())},
+            }
+            (new / "trainer.json").write_text(json.dumps(meta, indent=1))
         return directory
 
     @classmethod
     def resume(cls, directory: str | Path, train_data, val_data, **overrides) -> Trainer:
-        """A trainer that continues exactly where ``save_checkpoint`` left off (``overrides``: e.g. max_steps)."""
-        directory = Path(directory)
-        meta = json.loads((directory / "trainer.json").read_text())
-        tc = TrainConfig(**{**meta["train_config"], **overrides})
-        trainer = cls(GPT.load(directory), train_data, val_data, tc)
-        tensors = load_file(str(directory / "trainer.safetensors"))
+        """A trainer that continues exactly where ``save_checkpoint`` left off (``overrides``: e.g. max_steps).
+
+        Refuses (ValueError) a checkpoint whose files do not match the hashes in its trainer.json.
+        """
+        directory = recover_interrupted_save(Path(directory))
+        meta = verified_checkpoint(directory)
+        tc = _train_config(directory / "trainer.json", {**meta["train_config"], **overrides})
+        has_tokenizer = (directory / TOKENIZER_NAME).is_file()
+        tokenizer = load_tokenizer(directory / TOKENIZER_NAME) if has_tokenizer else None
+        trainer = cls(GPT.load(directory), train_data, val_data, tc, tokenizer=tokenizer)
+        tensors = load_file(str(directory / "trainer.safetensors"))  # verified: its hash matched
         state: dict[int, dict] = {}
         for key, value in tensors.items():
             if key.startswith("optim."):
                 _, pid, name = key.split(".", 2)
                 state.setdefault(int(pid), {})[name] = value.to(trainer.device) if name != "step" else value
-        trainer.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        try:
+            trainer.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        except (ValueError, KeyError) as err:
+            raise ValueError(f"{directory}: the optimizer state does not fit the model: {err}") from None
+        if trainer.scaler is not None and meta.get("grad_scaler"):
+            trainer.scaler.load_state_dict(meta["grad_scaler"])
         trainer.batch_gen.set_state(tensors["rng.batch"])
         torch.set_rng_state(tensors["rng.torch"])
         trainer.step = meta["step"]
         trainer.history = History(**meta["history"])
         return trainer
+
+
+# ----- validation before step 1 -------------------------------------------------------------------
+
+
+def _check_tokens(name: str, data, config, eval_iters: int | None) -> None:
+    """A split is None or a 1-D integer array of ids below vocab_size, long enough for one window."""
+    if data is None:
+        return
+    array = np.asarray(data)
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must be a 1-D array of integer token ids, got {array.ndim}-D {array.dtype}")
+    need = config.block_size + 1 if eval_iters is not None or name == "train_data" else 2
+    if len(array) < need:
+        raise ValueError(
+            f"{name} has {len(array)} tokens; block_size={config.block_size} needs at least {need}"
+        )
+    lo, hi = int(array.min()), int(array.max())
+    if lo < 0 or hi >= config.vocab_size:
+        raise ValueError(
+            f"{name} holds token id {lo if lo < 0 else hi}, outside the model's vocabulary "
+            f"0..{config.vocab_size - 1}"
+        )
+
+
+def _train_config(source: Path, values: dict) -> TrainConfig:
+    """A TrainConfig from saved values plus overrides; unknown keys name the file they came from."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {unknown} (from {source} or the overrides)")
+    return TrainConfig(**values)
+
+
+@contextlib.contextmanager
+def finish_step_on_interrupt():
+    """Within: Ctrl-C (SIGINT) only raises a flag, read by calling the yielded function; a second one
+    interrupts at once. Outside the main thread (where signals cannot be caught) the flag stays down."""
+    requested = False
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        nonlocal requested
+        requested = True
+        signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: requested
+    finally:
+        signal.signal(signal.SIGINT, previous or signal.default_int_handler)
