@@ -73,8 +73,13 @@ def test_notebook_has_every_part_of_a_chapter(nb):
     assert re.search(r"^#+ Summary", text, re.M)
     assert "{cite}" in text, "cite the literature from references.bib"
     if nb.stem[:2] in BUILDS_A_MODULE:
-        assert "{literalinclude} ../gptmini/" in text or "getsource" in json.dumps(_cells(nb)), (
-            "include the package's code, never paste it"
+        shown = [
+            "".join(c["source"])
+            for c in _cells(nb)
+            if c["cell_type"] == "code" and "show_source(" in "".join(c["source"])
+        ]
+        assert any('"gptmini/' in s for s in shown), (
+            "show the package's code with show_source, never paste it"
         )
     code = json.dumps(_cells(nb))
     assert "ipywidgets" in code, "an interactive explorer"

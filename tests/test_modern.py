@@ -53,7 +53,7 @@ def make(seed: int = 0, **kw) -> GPT:
         (dict(n_kv_head=0), "n_kv_head must be a positive integer or None, got 0"),
         (dict(d_ff=0), "d_ff must be a positive integer or None, got 0"),
         (dict(d_ff=-64), "d_ff must be a positive integer or None, got -64"),
-        (dict(d_ff=100.0), "d_ff must be a positive integer or None, got 100.0"),
+        (dict(d_ff=100.0), r"GPTConfig.d_ff must be an integer or None, got 100.0 \(float\)"),
         (dict(d_head=0), "d_head must be a positive integer or None, got 0"),
         (dict(d_head=3, pos_encoding="rope"), "'rope' needs an even head size, got d_head = 3"),
         (
@@ -61,7 +61,10 @@ def make(seed: int = 0, **kw) -> GPT:
             "rope_layout 'interleaved' needs pos_encoding 'rope', got 'learned'",
         ),
         (dict(logit_softcap=0.0), "logit_softcap must be a positive number or None, got 0.0"),
-        (dict(logit_softcap=True), "logit_softcap must be a positive number or None, got True"),
+        (
+            dict(logit_softcap=True),
+            r"GPTConfig.logit_softcap must be a finite number or None, got True \(bool\)",
+        ),
     ],
 )
 def test_bad_combinations_are_value_errors(kw, message):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gptmini import GPT, generate
+from gptmini import GPT
+from gptmini.generate import generate
 from gptmini.model import GPTConfig
 from gptmini.viz import MAX_GRID, show_source
 
