@@ -43,8 +43,9 @@ def scaled_dot_product_attention(
     """softmax(q kᵀ / √d_k) v, explicitly; returns (output, weights before dropout).
 
     q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v); ``mask`` (Tq, Tk) is True where attending
-    is allowed. Dividing by √d_k keeps the scores' variance near 1 whatever d_k is, so the softmax
-    does not saturate.
+    is allowed. Dividing by √d_k makes the scores' variance independent of d_k: 1 if the components of
+    q and k have unit variance (the argument of Vaswani et al.), so that a wide head does not saturate
+    the softmax more than a narrow one.
     """
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (..., Tq, Tk)
     if mask is not None:

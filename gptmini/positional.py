@@ -47,9 +47,10 @@ def rope_angles(length: int, head_dim: int, base: float = 10000.0) -> torch.Tens
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the pairs (x[..., i], x[..., i + hd/2]) of x (B, nh, T, hd) by the angles in cos/sin (T, hd/2).
 
-    This is the *half-split* layout (GPT-NeoX, Llama, ``transformers``): dimension i is paired with
-    dimension i + head_dim/2, not with its neighbour i+1 as in the paper's interleaved notation.
-    The two layouts are the same rotation up to a fixed permutation of the head dimensions.
+    This is the *half-split* layout (GPT-NeoX, and ``transformers``' ports of Llama and Qwen): dimension i
+    is paired with dimension i + head_dim/2, not with its neighbour i+1 as in the paper and in Meta's
+    own Llama code (``apply_rope_interleaved``). The two layouts are the same rotation up to a fixed
+    permutation of the head dimensions, which the ports apply to the q and k weights.
     """
     x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hd/2) each
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
