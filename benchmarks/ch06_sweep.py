@@ -8,12 +8,15 @@ every few steps on the same fixed windows of the training and validation plays:
 - ``lr``: peak learning rates from 3e-4 to 3e-2 at batch 12, 400 steps each;
 - ``batch``: batch sizes 3, 12 and 48 at learning rate 3e-3 with the same number of *tokens*
   (the schedule's warmup and length matched in tokens), so the batch-12 run is shared with ``lr``;
+- ``batch_lr``: the peak learning rate retuned for batches 3 and 48 (3e-3 was chosen at batch 12):
+  batch 3 at 3e-4 and 1e-3, batch 48 at 1e-3, 1e-2 and 3e-2, the same number of tokens;
 - ``overfit``: the first 5,000 characters of the training plays only (dropout 0 and 0.2),
   at learning rate 3e-3, against the lr=3e-3 run of ``lr`` on all of them.
 
     OMP_NUM_THREADS=1 nice python benchmarks/ch06_sweep.py   # writes benchmarks/results/ch06_sweep.json
 
-``--groups overfit`` (say) reruns one group and keeps the other runs already in ``--out``.
+``--groups overfit`` (say) reruns one group and keeps the other runs already in ``--out``;
+``--missing-only`` runs only the runs of those groups that ``--out`` does not hold yet.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ TOKENS = 400 * 12  # sequences per run (400 steps at batch 12)
 WARMUP = 40 * 12  # warmup, in sequences
 EVAL_POINTS = 20
 SLICE = 5_000
-GROUPS = ["lr", "batch", "overfit"]
+GROUPS = ["lr", "batch", "batch_lr", "overfit"]
 
 
 @torch.no_grad()
@@ -115,6 +118,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/ch06_sweep.json")
     parser.add_argument("--eval-windows", type=int, default=64)
     parser.add_argument("--groups", nargs="+", default=GROUPS, choices=GROUPS, help="which runs to (re)do")
+    parser.add_argument("--missing-only", action="store_true", help="skip runs that --out already holds")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
@@ -131,19 +135,42 @@ def main() -> None:
     kept = {}
     if set(args.groups) != set(GROUPS) and out.is_file():
         kept = {k: r for k, r in json.loads(out.read_text())["runs"].items() if r["group"] not in args.groups}
+    if args.missing_only and out.is_file():
+        kept = json.loads(out.read_text())["runs"]
     runs = {}
     if "lr" in args.groups:
         for lr in (3e-4, 1e-3, 3e-3, 1e-2, 3e-2):
-            runs[f"lr={lr:g}"] = run(f"lr={lr:g}", "lr", tok, train_ids, full_sets, lr, 12)
+            if f"lr={lr:g}" not in kept:
+                runs[f"lr={lr:g}"] = run(f"lr={lr:g}", "lr", tok, train_ids, full_sets, lr, 12)
     if "batch" in args.groups:
         for b in (3, 48):
-            runs[f"batch={b}"] = run(f"batch={b}", "batch", tok, train_ids, full_sets, 3e-3, b)
+            if f"batch={b}" not in kept:
+                runs[f"batch={b}"] = run(f"batch={b}", "batch", tok, train_ids, full_sets, 3e-3, b)
+    if "batch_lr" in args.groups:
+        for b, lr in ((3, 3e-4), (3, 1e-3), (48, 1e-3), (48, 1e-2), (48, 3e-2)):
+            name = f"batch={b}, lr={lr:g}"
+            if name not in kept:
+                runs[name] = run(name, "batch_lr", tok, train_ids, full_sets, lr, b)
     if "overfit" in args.groups:
         for p in (0.0, 0.2):
-            runs[f"slice, dropout={p:g}"] = run(
-                f"slice, dropout={p:g}", "overfit", tok, small, slice_sets, 3e-3, 12, dropout=p
-            )
-    runs = dict(sorted({**kept, **runs}.items(), key=lambda kv: GROUPS.index(kv[1]["group"])))
+            if f"slice, dropout={p:g}" not in kept:
+                runs[f"slice, dropout={p:g}"] = run(
+                    f"slice, dropout={p:g}", "overfit", tok, small, slice_sets, 3e-3, 12, dropout=p
+                )
+    machine = {
+        "cpu": cpu_name(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    for r in runs.values():
+        r["machine"] = machine  # runs kept from an earlier invocation keep theirs
+
+    def order(kv):
+        # by group, then batch size and learning rate (a stable sort keeps the overfit runs' order)
+        return GROUPS.index(kv[1]["group"]), kv[1]["batch_size"], kv[1]["learning_rate"]
+
+    runs = dict(sorted({**kept, **runs}.items(), key=order))
 
     result = {
         "command": "OMP_NUM_THREADS=1 nice python benchmarks/ch06_sweep.py",
@@ -154,12 +181,7 @@ def main() -> None:
         "warmup_sequences": WARMUP,
         "eval_windows": args.eval_windows,
         "slice_characters": SLICE,
-        "machine": {
-            "cpu": cpu_name(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine,  # of this invocation; each run records its own
         "runs": runs,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
