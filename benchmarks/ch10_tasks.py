@@ -14,12 +14,20 @@ and never drawn for training.
 
     OMP_NUM_THREADS=1 python benchmarks/ch10_tasks.py                 # every task
     OMP_NUM_THREADS=1 python benchmarks/ch10_tasks.py --task addition # one task
+    OMP_NUM_THREADS=1 python benchmarks/ch10_tasks.py --task multi    # one model for all three tasks
+    OMP_NUM_THREADS=1 python benchmarks/ch10_tasks.py --task qa --seed 1  # another seed, recorded only
+
+The multi-task model ``ch10-multi`` is one model trained on all three tasks at once: each step is a batch
+of one task, the tasks interleaved evenly, and nothing but the prompt tells the model which task it is
+asked (a prompt ending in ``=`` with a ``+`` is a sum, without one a number to write in words, ending in
+``?`` a question).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, replace
@@ -221,6 +229,9 @@ MODEL = dict(block_size=128, n_layer=4, n_head=4, n_embd=64, dropout=0.0, bias=T
 POSITIONS = {"words": "learned", "addition": "learned", "qa": "rope", "qa-answer-only": "rope", "qa-learned": "learned"}  # fmt: skip
 ANSWER_ONLY = ("qa-answer-only", "qa-learned")
 STEPS = {"words": 1500, "addition": 4000, "qa": 2000, "qa-answer-only": 2000, "qa-learned": 2000}
+# the multi-task model: steps of each task (batches as BATCH), interleaved; rotary positions for all,
+# since qa needs them. Far fewer steps than the single-task models (a budget of about 4 CPU-minutes).
+MULTI_STEPS = {"words": 250, "addition": 1000, "qa": 500}
 BATCH = {"words": 64, "addition": 128, "qa": 64, "qa-answer-only": 64, "qa-learned": 64}
 
 
@@ -269,24 +280,97 @@ def train(task: str, steps: int, batch_size: int, seed: int = 0, eval_every: int
     return model.eval(), log
 
 
+def multi_schedule(steps: dict[str, int]) -> list[str]:
+    """The task of every step: each task's steps spread evenly over the run (deterministic)."""
+    slots = [((i + 0.5) / n, task) for task, n in steps.items() for i in range(n)]
+    return [task for _, task in sorted(slots)]
+
+
+def train_multi(
+    steps: dict[str, int] = MULTI_STEPS, seed: int = 0, eval_every: int = 250
+) -> tuple[GPT, dict]:
+    """One model trained on every task of ``steps``; a log per task, with its curve by that task's steps."""
+    tok = CharTokenizer(list(VOCAB))
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, pos_encoding="rope", **MODEL))
+    schedule = multi_schedule(steps)
+    tc = TrainConfig(
+        max_steps=len(schedule), learning_rate=3e-3, min_lr=3e-4, warmup_steps=100, weight_decay=0.1
+    )
+    opt = model.configure_optimizer(tc.weight_decay, tc.learning_rate, (0.9, 0.99))
+    streams = {task: training_examples(task, seed) for task in steps}
+    curve_sets = {task: test_sets(task)[CURVE_SET[task]][:100] for task in steps}
+    done = dict.fromkeys(steps, 0)
+    logs = {
+        task: {"steps": n, "batch_size": BATCH[task], "loss": [], "curve": []} for task, n in steps.items()
+    }
+    eval_cpu, start_cpu = 0.0, time.process_time()
+    model.train()
+    for step, task in enumerate(schedule):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, tc)
+        x, y = make_batch(tok, [next(streams[task]) for _ in range(BATCH[task])])
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        done[task] += 1
+        if done[task] % 50 == 1 or done[task] == steps[task]:
+            logs[task]["loss"].append((done[task] - 1, round(loss.item(), 4)))
+        if done[task] % eval_every == 0 or done[task] == steps[task]:  # not counted in the training time
+            t_cpu = time.process_time()
+            logs[task]["curve"].append((done[task], accuracy(model, tok, curve_sets[task])))
+            model.train()
+            eval_cpu += time.process_time() - t_cpu
+            print(
+                f"multi, {task} step {done[task]}: exact match {logs[task]['curve'][-1][1]:.2f}", flush=True
+            )
+    log = {"steps": len(schedule), "steps_by_task": steps, "batch_size": {t: BATCH[t] for t in steps},
+           "cpu_seconds": round(time.process_time() - start_cpu - eval_cpu, 1), "tasks": logs}  # fmt: skip
+    return model.eval(), log
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--task", choices=list(POSITIONS), action="append", help="train this task (repeatable); default all"
+        "--task",
+        choices=[*POSITIONS, "multi"],
+        action="append",
+        help="train this task (repeatable); default all",
     )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the model and the training lines")
     parser.add_argument("--steps", type=int, help="override the number of training steps")
     parser.add_argument("--no-save", action="store_true", help="do not write checkpoints or results")
     args = parser.parse_args()
     for task in args.task or TASKS:
-        model, log = train(task, args.steps or STEPS[task], BATCH[task])
         tok = CharTokenizer(list(VOCAB))
+        if task == "multi":
+            model, log = train_multi(seed=args.seed)
+            log["params"], log["pos_encoding"] = model.num_params(), model.config.pos_encoding
+            log["accuracy"] = {
+                t: {name: accuracy(model, tok, exs) for name, exs in test_sets(t).items()}
+                for t in MULTI_STEPS
+            }
+            print("multi", json.dumps(log["accuracy"]), f"{log['cpu_seconds']} CPU seconds", flush=True)
+            if not args.no_save:
+                directory = ROOT / "checkpoints" / "ch10-multi"
+                model.save(directory)
+                tok.save(str(directory / "tokenizer.json"))
+                save_result(task, log)
+            continue
+        model, log = train(task, args.steps or STEPS[task], BATCH[task], seed=args.seed)
         log["params"], log["pos_encoding"] = model.num_params(), model.config.pos_encoding
         sets = test_sets(task.split("-")[0])
         log["accuracy"] = {name: accuracy(model, tok, exs) for name, exs in sets.items()}
         print(task, json.dumps({k: v for k, v in log.items() if k not in ("loss", "curve")}), flush=True)
         if not args.no_save:
+            if args.seed != 0:  # another seed: its scores are recorded beside seed 0's, the model is not kept
+                log = {k: v for k, v in log.items() if k != "loss"}
+                save_result(task, log, seed=args.seed)
+                continue
             if task in TASKS:  # the variants are recorded, not kept
                 directory = ROOT / "checkpoints" / f"ch10-{task}"
                 model.save(directory)
@@ -294,10 +378,19 @@ def main() -> None:
             save_result(task, log)
 
 
-def save_result(task: str, log: dict) -> None:
-    """Add one task's log to the results file (read just before writing: tasks may train in parallel)."""
+def save_result(task: str, log: dict, seed: int = 0) -> None:
+    """Add one task's log to the results file (read just before writing: tasks may train in parallel).
+
+    Seed 0 goes under "tasks", other seeds under "seeds" -> task -> seed, with the load average.
+    """
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"tasks": {}}
-    results["tasks"][task] = log
+    if seed == 0:
+        results["tasks"][task] = log
+    else:
+        log["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+        results.setdefault("seeds", {}).setdefault(task, {})[str(seed)] = log
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        return
     results.update(
         command="OMP_NUM_THREADS=1 nice python benchmarks/ch10_tasks.py",
         torch=torch.__version__,

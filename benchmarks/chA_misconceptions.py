@@ -16,18 +16,22 @@ left to right and the share of its words that occur in the training plays; full 
 training speed of the GPT and the LSTM.
 
     OMP_NUM_THREADS=1 nice python benchmarks/chA_misconceptions.py   # writes benchmarks/results/chA_misconceptions.json
+    OMP_NUM_THREADS=1 nice python benchmarks/chA_misconceptions.py --seeds 0 1 2  # GPT vs MLM, three seeds
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from ch11_common import char_corpus, fixed_batches, full_val_loss, mean_loss, run_info
-from runinfo import write_json
+from runinfo import command_line, write_json
 from torch import nn
 
 from gptmini import GPT, GPTConfig
@@ -108,8 +112,13 @@ def mask_for_mlm(x: torch.Tensor, mask_id: int, vocab_size: int, gen: torch.Gene
     return inputs, targets
 
 
-def train(model, kind: str, train_ids, steps: int, batch_size: int, block: int, vocab_size: int):
-    """AdamW (decay on matrices), warmup 100 steps then cosine 2e-3 → 2e-4, clipping 1.0; same batches for all."""
+def train(
+    model, kind: str, train_ids, steps: int, batch_size: int, block: int, vocab_size: int, seed: int = 0
+):
+    """AdamW (decay on matrices), warmup 100 steps then cosine 2e-3 → 2e-4, clipping 1.0; same batches for all.
+
+    ``seed`` changes the order of the training windows (and the MLM's corruption), not the model's init.
+    """
     tc = TrainConfig(max_steps=steps, learning_rate=2e-3, min_lr=2e-4, warmup_steps=100)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
@@ -120,7 +129,7 @@ def train(model, kind: str, train_ids, steps: int, batch_size: int, block: int, 
         lr=tc.learning_rate,
         betas=(tc.beta1, tc.beta2),
     )
-    gen, mask_gen = torch.Generator().manual_seed(1337), torch.Generator().manual_seed(7)
+    gen, mask_gen = torch.Generator().manual_seed(1337 + seed), torch.Generator().manual_seed(7 + seed)
     losses, start = [], time.perf_counter()
     for step in range(steps):
         for group in opt.param_groups:
@@ -190,6 +199,53 @@ def fill_blanks(model, kind, val_ids, block: int, mask_id: int, n: int = 256) ->
 
 
 @torch.no_grad()
+def fill_one_blank(model, kind, val_ids, block: int, mask_id: int, n: int = 256) -> list[int]:
+    """The symmetric version of ``fill_blanks``: each hidden character is predicted on its own.
+
+    The same windows and hidden positions as ``fill_blanks``, but every other character is the true
+    one for both models: the GPT sees the true text to the left of the blank, the MLM the true text on
+    both sides with one [MASK] at the blank. Returns 1 (right) or 0 for every hidden character, in order.
+    """
+    x, _ = fixed_batches(val_ids, 1, n, block, seed=12)[0]
+    hide = torch.rand(x.shape, generator=torch.Generator().manual_seed(13)) < MASK_RATE
+    hide[:, 0] = False
+    rows, cols = torch.nonzero(hide, as_tuple=True)  # one blank each, in reading order
+    if kind == "mlm":
+        inputs = x[rows].clone()  # (n_hidden, block): one copy of its window per blank
+        inputs[torch.arange(len(rows)), cols] = mask_id
+        logits = torch.cat([model(chunk)[0] for chunk in inputs.split(256)])
+        logits = logits[torch.arange(len(rows)), cols, :mask_id]  # never predict [MASK] itself
+    else:
+        logits = model(x)[0][rows, cols - 1]  # position t−1 predicts t from x_<t
+    return (logits.argmax(-1) == x[rows, cols]).int().tolist()
+
+
+def seeds_experiment(seeds: list[int], steps: int, batch_size: int, block: int) -> dict:
+    """Train the GPT and the MLM with each seed (init and batches) and score blanks and left to right."""
+    tok, train_ids, val_ids = char_corpus()
+    V, mask_id = tok.vocab_size, tok.vocab_size
+    out, cpu_start = {}, time.process_time()
+    for seed in seeds:
+        for kind in ("gpt", "mlm"):
+            torch.manual_seed(seed)
+            if kind == "gpt":
+                model = GPT(GPTConfig(vocab_size=V, block_size=block, pos_encoding="rope", **SHAPE))
+            else:
+                model = encoder(V + 1, block)
+            train(model, kind, train_ids, steps, batch_size, block, V, seed=seed)
+            nll = future_hidden_nll(model, kind, val_ids, block, mask_id)
+            out.setdefault(kind, {})[str(seed)] = {
+                "one_blank_correct": fill_one_blank(model, kind, val_ids, block, mask_id),
+                "left_to_right_nll": sum(nll) / len(nll),
+            }
+            r = out[kind][str(seed)]
+            print(kind, seed, f"blanks {sum(r['one_blank_correct']) / len(r['one_blank_correct']):.4f}",
+                  f"left to right {r['left_to_right_nll']:.3f}", flush=True)  # fmt: skip
+    return {"seeds": seeds, "steps": steps, "cpu_seconds": round(time.process_time() - cpu_start, 1),
+            "load_average_at_end": [round(v, 2) for v in os.getloadavg()], "by_model": out}  # fmt: skip
+
+
+@torch.no_grad()
 def sample(model, kind, prompt: list[int], n_new: int, block: int, mask_id: int, seed: int) -> list[int]:
     """Draw n_new characters one at a time (temperature 1), each from the logits at the end of the context."""
     gen = torch.Generator().manual_seed(seed)
@@ -212,7 +268,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--block-size", type=int, default=64)
     parser.add_argument("--out", default="benchmarks/results/chA_misconceptions.json")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help="only the GPT-vs-MLM comparison, once per seed; added to --out"
+    )
     args = parser.parse_args()
+    if args.seeds:
+        result = seeds_experiment(args.seeds, args.steps, args.batch_size, args.block_size)
+        result["command"] = command_line()
+        existing = json.loads(Path(args.out).read_text())
+        existing["blanks_by_seed"] = result
+        write_json(args.out, existing)
+        return
     started = time.perf_counter()
     tok, train_ids, val_ids = char_corpus()
     V, block, mask_id = (

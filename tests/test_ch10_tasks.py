@@ -73,3 +73,19 @@ def test_qa_scores_the_question_but_not_the_facts():
     assert tok.decode(y[18:]) == "what does ann have? red cup\n"
     ex = tasks.qa_example(random.Random(0), 2)
     assert ex.prompt[ex.scored_from :].startswith("what does ")
+
+
+def test_multi_schedule_interleaves_every_task_evenly():
+    steps = {"words": 2, "addition": 6, "qa": 4}
+    schedule = tasks.multi_schedule(steps)
+    assert {t: schedule.count(t) for t in steps} == steps
+    for task, n in steps.items():  # each task's k-th step falls in the k-th n-th of the run
+        where = [i for i, t in enumerate(schedule) if t == task]
+        assert all(k * len(schedule) / n - 1 <= i <= (k + 1) * len(schedule) / n for k, i in enumerate(where))
+
+
+def test_multi_task_training_logs_each_task():
+    model, log = tasks.train_multi({"words": 2, "addition": 2, "qa": 2}, eval_every=2)
+    assert log["steps"] == 6 and set(log["tasks"]) == set(tasks.TASKS)
+    assert all(log["tasks"][t]["curve"][-1][0] == 2 for t in tasks.TASKS)
+    assert model.config.pos_encoding == "rope"
