@@ -9,7 +9,7 @@ Two paths compute the same thing (they agree to 1e-5 in float32, tested):
 
 :class:`KVCache` keeps the keys and values of positions already processed, so that generating one
 more token costs one row of attention instead of recomputing the whole prefix. With grouped-query
-attention (``n_kv_head`` < ``n_head``, chapter 12) it holds only the ``n_kv_head`` key/value heads, so
+attention (``n_kv_head`` < ``n_head``, as in Llama and Qwen3) it holds only the ``n_kv_head`` key/value heads, so
 its memory shrinks by ``n_head / n_kv_head``.
 """
 
@@ -110,7 +110,7 @@ class KVCache:
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with a fused q/k/v projection (GPT-2 layout: ``c_attn``, ``c_proj``).
 
-    The variants of today's models (chapter 12): ``n_kv_head`` < ``n_head`` key/value heads, each
+    The variants of today's models (Llama, Qwen3): ``n_kv_head`` < ``n_head`` key/value heads, each
     shared by a group of ``n_head / n_kv_head`` query heads (grouped-query attention; multi-query with
     one); ``head_dim`` other than n_embd/n_head (Qwen3); ``qk_norm``, an RMSNorm with a learned gain
     over each head's q and k before the rotation (Qwen3); ``rope_layout``, which dimensions RoPE pairs.

@@ -4,7 +4,7 @@ Parameter names follow GPT-2 (and nanoGPT): ``transformer.wte``, ``transformer.w
 ``transformer.h.{i}.{ln_1,attn,ln_2,mlp}``, ``transformer.ln_f``, ``lm_head``, so that GPT-2 weights
 map onto it one to one (see ``hf.py``).
 
-The same classes express today's Llama/Qwen3-shaped models (chapter 12) through a few config fields:
+The same classes express today's Llama/Qwen3-shaped models through a few config fields:
 ``norm`` (RMSNorm for LayerNorm), ``mlp`` (SwiGLU or ReLU² for GELU), ``n_kv_head`` (grouped-query
 attention), ``qk_norm``, ``rope_layout`` and ``logit_softcap``. Each variant is a small class or
 function beside its GPT-2 counterpart, chosen in one place: :func:`make_norm` and :func:`make_mlp`.
@@ -53,7 +53,7 @@ class GPTConfig:
     rope_base: float = 10000.0
     layer_norm_eps: float = 1e-5
     attn_impl: str = "sdpa"  # "sdpa" (fused kernels) | "explicit" (softmax(QKᵀ/√d)V written out)
-    # today's models (chapter 12); the defaults are GPT-2's choices
+    # today's models (Llama, Qwen3); the defaults are GPT-2's choices
     norm: str = "layernorm"  # "layernorm" | "rmsnorm" (no mean subtracted, no bias; eps: layer_norm_eps)
     mlp: str = "gelu"  # "gelu" | "swiglu" (Llama, Qwen) | "relu2" (ReLU squared, nanochat)
     d_ff: int | None = None  # MLP hidden width; None: see ffn_dim
@@ -273,7 +273,7 @@ def softcap(logits: torch.Tensor, cap: float) -> torch.Tensor:
 
 
 class GPT(nn.Module):
-    """A decoder-only transformer language model: GPT-2's architecture, or with today's variants (chapter 12)."""
+    """A decoder-only transformer language model: GPT-2's architecture, or with today's variants (Llama, Qwen3)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
