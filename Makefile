@@ -7,16 +7,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PYTHONHASHSEED := 0
 
-.PHONY: venv book test test-kernels lab execute bench lint clean help
+.PHONY: venv book po test test-kernels lab execute bench lint clean help
 
 help:
-	@echo "make book     build the HTML book into _build/html from the stored outputs (strict: warnings fail)"
+	@echo "make book     build the HTML book into _build/html, the Chinese edition into _build/html/zh (strict: warnings fail)"
 	@echo "make test     pytest --nbval: unit tests, every chapter notebook, the browser test"
 	@echo "make test-kernels  the chapters again with torch's scalar CPU kernels (and AVX2 on an AVX-512 CPU)"
 	@echo "make lab      open the chapters in JupyterLab with the .venv kernel and live widgets (LAB_ARGS=... for more options)"
 	@echo "make execute  re-run every chapter notebook on the CPU and store its outputs (NB=path for one)"
 	@echo "make bench    run the benchmarks in benchmarks/ and save their output in benchmarks/results/"
 	@echo "make lint     ruff check and ruff format --check"
+	@echo "make po       merge the book's current English messages into the Chinese catalogues (locales/zh_CN)"
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
@@ -28,6 +29,10 @@ venv: $(STAMP)
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build --warningiserror --keep-going --builder html .
+	$(BIN)/python _ext/i18n.py build
+
+po: $(STAMP)
+	$(BIN)/python _ext/i18n.py update
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --nbval

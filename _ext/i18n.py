@@ -94,12 +94,22 @@ def update() -> None:
             print(f"removed {path.relative_to(ROOT)}: no such page")
 
 
-# Markup that a translation must carry over unchanged: roles and their targets, inline code, math.
+# Markup that a translation must carry over unchanged, found in this order (each is removed before the
+# next is looked for): roles with their targets, inline code, math.
 MARKUP = [
-    re.compile(r"\{[a-z:]+\}`[^`]*`"),  # {eq}`eq-gpt`, {cite}`radford2019language`, {doc}`...`
-    re.compile(r"(?<![`}])``?[^`]+``?"),  # `code`
-    re.compile(r"\$\$?[^$]+\$\$?"),  # $math$
+    re.compile(r"\{[\w:-]+\}`[^`]*`"),  # {eq}`eq-gpt`, {cite}`radford2019language`, {doc}`...`
+    re.compile(r"``[^`]+``|`[^`]+`"),  # `code`
+    re.compile(r"\$\$.+?\$\$|\$[^$]+\$", re.DOTALL),  # $math$, $$math$$
 ]
+
+
+def markup(text: str) -> list[str]:
+    """The roles, code spans and math of a message, sorted."""
+    found = []
+    for pattern in MARKUP:
+        found += pattern.findall(text)
+        text = pattern.sub(" ", text)
+    return sorted(found)
 
 
 def problems(template_dir: Path) -> list[str]:
@@ -123,12 +133,10 @@ def problems(template_dir: Path) -> list[str]:
             elif "fuzzy" in t.flags:
                 found.append(f"{where}: fuzzy (the English changed; translate it again and drop the flag)")
             else:
-                for pattern in MARKUP:
-                    want, got = sorted(pattern.findall(entry.msgid)), sorted(pattern.findall(t.msgstr))
-                    if want != got:
-                        lost = sorted(set(want) - set(got)) or sorted(set(got) - set(want))
-                        found.append(f"{where}: markup differs from the English: {lost[:3]}")
-                        break
+                want, got = markup(entry.msgid), markup(t.msgstr)
+                if want != got:
+                    lost = sorted(set(want) - set(got)) or sorted(set(got) - set(want)) or want
+                    found.append(f"{where}: markup differs from the English: {lost[:3]}")
     return found
 
 
