@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import posixpath
 import re
 import shutil
 import threading
@@ -27,6 +28,7 @@ CHROMIUM_FLAGS = [
 ]
 
 pytestmark = pytest.mark.browser
+CJK = re.compile(r"[\u4e00-\u9fff]")
 REDIRECT = re.compile(r'<meta\s+http-equiv="refresh"\s+content="\d+;\s*url=([^"]+)"', re.IGNORECASE)
 
 
@@ -102,6 +104,9 @@ def _watch(page) -> list[str]:
 def test_every_page_renders_offline(server, browser):
     pages = _pages()
     assert "index.html" in pages and any(p.startswith("chapters/") for p in pages), pages
+    english = [p for p in pages if not p.startswith("zh/")]
+    missing = [p for p in english if f"zh/{p}" not in pages]
+    assert not missing, f"pages without a Chinese edition (make book builds it): {missing}"
     problems: list[str] = []
     context = _offline_context(browser)
     for rel in pages:
@@ -140,6 +145,16 @@ def test_every_page_renders_offline(server, browser):
         body = page.inner_text("body")
         if "$$" in body:
             errors.append("a raw '$$' is left in the text")
+        link = page.locator(".edition-switch a")
+        if link.count() != 1:
+            errors.append("no link to the other edition of this page")
+        else:
+            href = link.get_attribute("href")
+            other = posixpath.normpath(posixpath.join(posixpath.dirname(rel), href))
+            if not (HTML / other).is_file():
+                errors.append(f"the link to the other edition, {href}, leads nowhere")
+        if rel.startswith("zh/") and not CJK.search(page.inner_text("article")):
+            errors.append("a page of the Chinese edition with no Chinese text")
         if page.locator("script[type='application/vnd.jupyter.widget-view+json']").count():
             page.wait_for_selector(".widget-container, .jupyter-widgets", timeout=20000)
         problems += [f"{rel}: {e}" for e in errors]
@@ -184,8 +199,8 @@ def _operate(control) -> str:
 
 def test_every_explorer_responds_offline(server, browser):
     pages = [p for p in _pages() if "widget-state+json" in (HTML / p).read_text(encoding="utf-8")]
-    chapters = sorted(HTML.glob("chapters/*.html"))
-    assert len(pages) >= 12, f"every chapter has an explorer with its state embedded; found {pages}"
+    chapters = sorted(HTML.glob("chapters/*.html")) + sorted(HTML.glob("zh/chapters/*.html"))
+    assert len(pages) >= 24, f"every chapter of both editions has an explorer with its state embedded; found {pages}"
     problems: list[str] = []
     for html in chapters:
         size = html.stat().st_size
