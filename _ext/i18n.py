@@ -97,7 +97,7 @@ def update() -> None:
 # Markup that a translation must carry over unchanged, found in this order (each is removed before the
 # next is looked for): roles with their targets, inline code, math.
 MARKUP = [
-    re.compile(r"\{[\w:-]+\}`[^`]*`"),  # {eq}`eq-gpt`, {cite}`radford2019language`, {doc}`...`
+    re.compile(r"(?<!\\[pP])\{[\w:-]+\}`[^`]*`"),  # {eq}`eq-gpt`, {cite}`...`, {doc}`...` (not the \p{L} of a regex)
     re.compile(r"``[^`]+``|`[^`]+`"),  # `code`
     re.compile(r"\$\$.+?\$\$|\$[^$]+\$", re.DOTALL),  # $math$, $$math$$
 ]

@@ -80,3 +80,10 @@ def test_each_page_links_to_the_same_page_of_the_other_edition(edition, page, hr
     here = posixpath.dirname(posixpath.join("/book/zh" if edition == "zh" else "/book", page))
     there = posixpath.join("/book" if edition == "zh" else "/book/zh", page) + ".html"
     assert posixpath.normpath(posixpath.join(here, href)) == there
+
+
+def test_markup_is_found_in_order_roles_code_math():
+    text = r"GPT-2 {cite}`radford2019language` splits `\p{L}+` and `n_embd` at $d$, in{doc}`x`, $$a$$"
+    assert i18n.markup(text) == sorted(
+        ["{cite}`radford2019language`", r"`\p{L}+`", "`n_embd`", "$d$", "{doc}`x`", "$$a$$"]
+    )
