@@ -201,8 +201,12 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 
 class GPTClassifier(nn.Module):
-    """A GPT backbone and a linear head on the last token's final hidden state (``pool="last"``),
-    or on the mean of the final hidden states of all positions (``pool="mean"``).
+    """A GPT backbone and a linear head on the mean of the final hidden states of all positions
+    (``pool="mean"``, the default) or on the last token's final hidden state (``pool="last"``, GPT-1's).
+
+    The head's weights start small and random, N(0, ``head_std``²), so that the first step's gradient
+    reaches the backbone (through a zero head it would not); ``head_std=0`` starts from a zero head,
+    at p = 1/2 exactly. The bias starts at zero.
 
     The backbone is changed in place (which weights train; LoRA layers): give each classifier its own.
     """
@@ -215,7 +219,8 @@ class GPTClassifier(nn.Module):
         r: int = 8,
         alpha: float = 16.0,
         targets: str | tuple[str, ...] = LORA_TARGETS,
-        pool: str = "last",
+        pool: str = "mean",
+        head_std: float = 0.02,
     ):
         super().__init__()
         if not isinstance(backbone, GPT):
@@ -228,14 +233,19 @@ class GPTClassifier(nn.Module):
             raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
         if pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r}; allowed: {', '.join(POOLS)}")
+        if not _is_number(head_std) or not 0 <= head_std < math.inf:
+            raise ValueError(f"head_std must be a finite number >= 0 (0: a zero head), got {head_std!r}")
         self.backbone, self.n_classes, self.mode, self.pool = backbone, n_classes, mode, pool
         self.head = nn.Linear(backbone.config.n_embd, n_classes)
-        nn.init.zeros_(self.head.weight)  # start at p = 1/2 (or uniform): the loss starts at ln 2 (ln k)
-        nn.init.zeros_(self.head.bias)
         if mode == "lora":
             apply_lora(backbone, r, alpha, targets)
         else:
             backbone.requires_grad_(mode == "full")
+        if head_std > 0:  # small and random: the loss starts near ln 2 (ln k), and the backbone learns at once
+            nn.init.normal_(self.head.weight, std=head_std)
+        else:  # zero: the loss starts at ln 2 (ln k) exactly, and only the head gets a first gradient
+            nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def train(self, mode: bool = True) -> GPTClassifier:
         super().train(mode)
@@ -377,11 +387,13 @@ def finetune(
     weight_decay: float = 0.0,
     warmup: float = 0.1,
     grad_clip: float = 1.0,
-    head_lr: float | None = None,
+    head_lr: float | None = 3e-3,
 ) -> FinetuneResult:
     """Train the trainable weights of ``clf`` with AdamW on random batches of ``train`` = (x, y).
 
-    The head learns at ``head_lr`` (default ``lr``), the rest of the trainable weights at ``lr``.
+    The head, a fresh layer with nothing to preserve, learns at its own rate ``head_lr`` (None: ``lr``),
+    the rest of the trainable weights at ``lr``. The defaults (with ``GPTClassifier``'s mean pooling and
+    small random head) are the recipe chapter 8 chose on development plays.
     Both rise linearly over the first ``warmup`` fraction of the steps, then decay linearly to zero.
     Evaluates on ``val`` every ``eval_every`` steps and after the last.
     """

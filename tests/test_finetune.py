@@ -201,10 +201,11 @@ def test_bad_lora_and_classifier_arguments_raise(make, message):
 @pytest.mark.parametrize("n_classes", [1, 2])
 def test_classifier_starts_at_chance(n_classes):
     x, y = toy_task(16)
-    clf = GPTClassifier(small(), n_classes=n_classes)
+    clf = GPTClassifier(small(), n_classes=n_classes, head_std=0.0)  # a zero head: p = 1/2 exactly
     logits, loss = clf(x, y)
     assert logits.shape == (16, n_classes)
     assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert GPTClassifier(small(), n_classes=n_classes)(x, y)[1].item() == pytest.approx(math.log(2), abs=0.05)
     with pytest.raises(ValueError, match=r"labels must have shape \(16,\)"):
         clf(x, y[:3])
 
@@ -221,7 +222,7 @@ def test_classification_loss_is_bce_for_one_logit_and_checks_labels():
 
 
 def test_head_reads_the_last_tokens_hidden_state():
-    clf = GPTClassifier(small(), mode="full")
+    clf = GPTClassifier(small(), mode="full", pool="last")
     torch.nn.init.normal_(clf.head.weight)
     x, _ = toy_task(4)
     torch.testing.assert_close(clf(x)[0], clf.head(clf.backbone.hidden_states(x)[:, -1]))
@@ -249,7 +250,7 @@ def test_mean_pool_head_reads_the_average_of_all_positions(n_classes):
     x2 = x.clone()
     x2[:, -1] = (x2[:, -1] + 1) % SMALL["vocab_size"]  # a change anywhere reaches the mean
     assert not torch.allclose(clf(x)[0], clf(x2)[0])
-    assert GPTClassifier(small()).pool == "last"  # the default
+    assert GPTClassifier(small()).pool == "mean"  # the default
 
 
 def test_head_learns_at_its_own_rate():
@@ -257,13 +258,50 @@ def test_head_learns_at_its_own_rate():
     heads = []
     for head_lr in (None, 1e-3, 1e-1):  # None: the head learns at lr
         clf = GPTClassifier(small(), mode="full", pool="mean")
-        before = snapshot(clf.backbone)
+        before, head_before = snapshot(clf.backbone), clf.head.weight.detach().clone()
         finetune(clf, (x, y), toy_task(8, seed=1), steps=3, lr=1e-3, head_lr=head_lr, batch_size=8)
-        heads.append(clf.head.weight.detach().clone())
+        heads.append(clf.head.weight.detach() - head_before)  # what training changed
         change = relative_change(before, clf.backbone.state_dict())
         assert change["transformer.h.0.attn.c_attn.weight"] > 0
     torch.testing.assert_close(heads[0], heads[1])
     assert heads[2].norm() > 10 * heads[1].norm()
+
+
+def test_default_head_lr_is_3e_3():
+    x, y = toy_task(32)
+    heads = []
+    for kw in ({}, {"head_lr": 3e-3}, {"head_lr": 1e-3}):
+        clf = GPTClassifier(small(), mode="full")
+        finetune(clf, (x, y), toy_task(8, seed=1), steps=3, lr=1e-3, batch_size=8, **kw)
+        heads.append(clf.head.weight.detach().clone())
+    torch.testing.assert_close(heads[0], heads[1])
+    assert not torch.allclose(heads[0], heads[2])
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_default_head_is_small_random_and_the_first_gradient_reaches_the_backbone(mode):
+    x, y = toy_task(16)
+    grads = {}
+    for head_std in (0.02, 0.0):  # the default, and a zero head
+        kw = {} if head_std == 0.02 else {"head_std": 0.0}
+        clf = GPTClassifier(small(), mode=mode, r=2, **kw)
+        w = clf.head.weight.detach()
+        if head_std:
+            assert w.abs().max() > 0 and 0.005 < w.std().item() < 0.05
+        else:
+            assert torch.count_nonzero(w) == 0
+        assert torch.count_nonzero(clf.head.bias) == 0
+        clf(x, y)[1].backward()
+        backbone_grads = [p.grad for n, p in clf.named_parameters() if p.requires_grad and not n.startswith("head")]
+        grads[head_std] = sum(0.0 if g is None else g.abs().sum().item() for g in backbone_grads)
+    assert grads[0.02] > 0  # through a random head the backbone (or LoRA's B) learns from the first step
+    assert grads[0.0] == 0  # through a zero head it gets no gradient at all
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "0.02", None])
+def test_bad_head_std_is_a_value_error(bad):
+    with pytest.raises(ValueError, match="head_std must be a finite number >= 0"):
+        GPTClassifier(small(), head_std=bad)
 
 
 def test_frozen_mode_leaves_the_backbone_bit_identical():
@@ -298,7 +336,7 @@ def test_lora_mode_trains_only_lora_and_head_and_full_mode_trains_everything():
 def test_finetune_learns_a_separable_task_reproducibly():
     runs = []
     for _ in range(2):
-        clf = GPTClassifier(small(), mode="lora", r=2)
+        clf = GPTClassifier(small(), mode="lora", r=2, pool="last")  # the label is in the last token
         runs.append(finetune(clf, toy_task(256), toy_task(64, seed=1), steps=20, lr=5e-2, eval_every=10))
     assert runs[0].train_loss == runs[1].train_loss  # same seed, same batches, same numbers
     assert runs[0].eval_steps == [10, 20] and len(runs[0].train_loss) == 20
@@ -335,7 +373,7 @@ def test_relative_change():
 
 def test_linear_probe_is_the_head_of_a_frozen_classifier():
     x, y = toy_task(128)
-    clf = GPTClassifier(small(), mode="frozen")
+    clf = GPTClassifier(small(), mode="frozen", pool="last")
     features = last_token_states(clf.backbone, x)
     clf.head = fit_linear_probe(features, y, l2=1e-2)
     logits = predict_logits(clf, x)
