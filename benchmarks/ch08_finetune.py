@@ -12,7 +12,7 @@ and its own results file:
   token's state and on the mean of all positions' states), and for fine-tuning (LoRA, r = 8) the
   pooling (``last``/``mean``) and the head's recipe: a zero head learning at the backbone's rate
   (``zero head, lr``), or a small random head (``--head_std``) with its own rate (``--head_lr``). The
-  second, with mean pooling, was chosen; it is now the package's default.
+  second, with mean pooling, is the package's default.
 - ``--stage test``: everything is trained again on all ten training plays and evaluated once on 800
   passages of the four held-out plays (200 a play): majority class, the three probes (at every
   ``l2``; the notebook reports the one the select stage chose), full fine-tuning and LoRA

@@ -2,8 +2,8 @@
 
 The task comes from the corpus itself: is a passage from a comedy or a tragedy? Passages are cut from
 whole plays of one split, so no play is on both sides of the train/validation split. A linear head
-reads the hidden state of the *last* token, the only position that has seen the whole passage through
-the causal mask. Three ways to train: ``"frozen"`` (only the head), ``"full"`` (every weight) and
+reads the mean of the final hidden states of all positions (by default), or the hidden state of the
+*last* token, the only position that has seen the whole passage through the causal mask. Three ways to train: ``"frozen"`` (only the head), ``"full"`` (every weight) and
 ``"lora"`` (the head plus low-rank updates of the attention projections, Hu et al. 2022).
 """
 
@@ -202,7 +202,8 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 class GPTClassifier(nn.Module):
     """A GPT backbone and a linear head on the mean of the final hidden states of all positions
-    (``pool="mean"``, the default) or on the last token's final hidden state (``pool="last"``, GPT-1's).
+    (``pool="mean"``, the default) or on the last token's final hidden state (``pool="last"``; GPT-1 appends
+    an extract token and reads its state).
 
     The head's weights start small and random, N(0, ``head_std``²), so that the first step's gradient
     reaches the backbone (through a zero head it would not); ``head_std=0`` starts from a zero head,
@@ -392,8 +393,8 @@ def finetune(
     """Train the trainable weights of ``clf`` with AdamW on random batches of ``train`` = (x, y).
 
     The head, a fresh layer with nothing to preserve, learns at its own rate ``head_lr`` (None: ``lr``),
-    the rest of the trainable weights at ``lr``. The defaults (with ``GPTClassifier``'s mean pooling and
-    small random head) are the recipe chapter 8 chose on development plays.
+    the rest of the trainable weights at ``lr``. With ``GPTClassifier``'s small random head (as GPT-1's,
+    N(0, 0.02²)) the first step's gradient already reaches the backbone, which a zero head would block.
     Both rise linearly over the first ``warmup`` fraction of the steps, then decay linearly to zero.
     Evaluates on ``val`` every ``eval_every`` steps and after the last.
     """
