@@ -88,10 +88,9 @@ def update() -> None:
         check=True,
         cwd=ROOT,
     )
-    for name, path in catalogues().items():  # pages that no longer exist
+    for name, path in catalogues().items():  # kept: the page may come back (delete it by hand if not)
         if not (pot / f"{name}.pot").exists():
-            path.unlink()
-            print(f"removed {path.relative_to(ROOT)}: no such page")
+            print(f"note: {path.relative_to(ROOT)} belongs to no page of the book")
 
 
 # Markup that a translation must carry over unchanged, found in this order (each is removed before the
