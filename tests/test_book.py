@@ -12,7 +12,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
 # Chapters that build a gptmini module must show its code by inclusion (chapters 10, 11, A use the above).
-BUILDS_A_MODULE = ("01", "02", "03", "04", "05", "06", "07", "08", "09")
+BUILDS_A_MODULE = ("01", "02", "03", "04", "05", "06", "07", "08", "09", "12")
 
 
 def _toc_files() -> list[str]:
