@@ -258,12 +258,14 @@ def record_rows() -> list[dict]:
         path = RESULTS / f"speedrun_{name}.json"
         if name.startswith("r") and path.exists():
             r = json.loads(path.read_text())
+            v = r["recipes"][name]
             rows.append({
-                "recipe": name, "date": r["date"][:10], "change": r["recipes"][name]["change"],
-                "params": r["recipes"][name]["params"], "seconds_to_target": r["seconds_to_target"],
-                "ratio": r["ratio"], "loss_at_nanogpt_seconds": r["loss_at_nanogpt_seconds"],
-                "gap": r["gap"], "target": r["target_loss"], "nanogpt_seconds": r["nanogpt_seconds"],
-                "threads": r["machine"]["threads"], "load_start": r["load_average_start"][0],
+                "recipe": name, "date": r["date"], "change": v["change"], "params": v["params"],
+                "steps": v["steps"], "seconds": v["seconds"], "final_val_loss": v["final_val_loss"],
+                "seconds_to_target": v["seconds_to_target"], "ratio": v["ratio"],
+                "loss_at_nanogpt_seconds": v["loss_at_nanogpt_seconds"], "gap": v["gap"], "target": r["target_loss"],
+                "nanogpt_seconds": r["nanogpt_seconds"], "threads": r["machine"]["threads"],
+                "load_start": r["load_average_start"][0], "load_end": r["load_average_end"][0],
             })  # fmt: skip
     return rows
 
@@ -276,13 +278,15 @@ def write_table() -> None:
         "# CPU speedrun records (benchmarks/speedrun.py)",
         "",
         "Time to reach the nanoGPT CPU recipe's final full-val loss, measured in the same run as that recipe "
-        "(training time only); loss at the nanoGPT recipe's whole training time.",
+        "(training time only); loss at the nanoGPT recipe's whole training time. Records with the same date "
+        "(the end of the run) were trained in the same run.",
         "",
-        "| record | date | change | params | nanoGPT: s, loss | time to target (s) | fraction | loss at nanoGPT's time "
-        "| below target | threads, load |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| record | date | change | params | steps, s | nanoGPT: s, loss | time to target (s) | fraction "
+        "| loss at nanoGPT's time | below target | threads, load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *(
-            f"| {w['recipe']} | {w['date']} | {w['change']} | {w['params']:,} | {w['nanogpt_seconds']:.0f}, "
+            f"| {w['recipe']} | {w['date']} | {w['change']} | {w['params']:,} | {w['steps']}, {w['seconds']:.0f} "
+            f"| {w['nanogpt_seconds']:.0f}, "
             f"{w['target']:.4f} | {fmt(w['seconds_to_target'], '.1f')} | {fmt(w['ratio'], '.3f')} | "
             f"{w['loss_at_nanogpt_seconds']:.4f} | {w['gap']:+.4f} | {w['threads']}, {w['load_start']:.2f} |"
             for w in rows
@@ -331,7 +335,12 @@ def main() -> None:
     parser.add_argument(
         "--val-tokens", type=int, default=0, help="evaluate on the first N val tokens (screens)"
     )
+    parser.add_argument(
+        "--table-only", action="store_true", help="only rebuild the table from the saved runs"
+    )
     args = parser.parse_args()
+    if args.table_only:
+        return write_table()
     torch.set_num_threads(args.threads)
     result = run(args)
     text = summary(result)
