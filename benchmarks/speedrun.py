@@ -88,6 +88,7 @@ def recipes() -> dict[str, dict]:
         "r1": r1,  # no biases, ReLU², lr 3e-3 decaying linearly to 0: the best AdamW screen
         "r2": r2,  # r1 with Muon (lr 6e-3) for the blocks' matrices
         "r3": on(r2, "r2 in 1,300 steps, to end within the reference's time", 1300),  # r2's steps overran
+        "r4": on(r2, "r2 in 1,350 steps with a 50-step warmup", 1350, train=dict(warmup_steps=50)),  # quicker start
         "x_lr3": x_lr3,  # rotary, no biases, ReLU², lr 3e-3 with nanoGPT's cosine to a tenth
         "x_lin0": x_lin0,  # x_lr3 decaying linearly to 0 instead
         "x_muon6": on(x_lin0, "x_lin0 with Muon, lr 6e-3, 1,300 steps", 1300, train=dict(muon, learning_rate=6e-3)),
