@@ -49,7 +49,9 @@ GETTEXT_CONFIG = {"sphinx": {"config": {"gettext_compact": False, "gettext_uuid"
 def _merged(base: dict, extra: dict) -> dict:
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
@@ -96,7 +98,9 @@ def update() -> None:
 # Markup that a translation must carry over unchanged, found in this order (each is removed before the
 # next is looked for): roles with their targets, inline code, math.
 MARKUP = [
-    re.compile(r"(?<!\\[pP])\{[\w:-]+\}`[^`]*`"),  # {eq}`eq-gpt`, {cite}`...`, {doc}`...` (not the \p{L} of a regex)
+    re.compile(
+        r"(?<!\\[pP])\{[\w:-]+\}`[^`]*`"
+    ),  # {eq}`eq-gpt`, {cite}`...`, {doc}`...` (not the \p{L} of a regex)
     re.compile(r"``[^`]+``|`[^`]+`"),  # `code`
     re.compile(r"\$\$.+?\$\$|\$[^$]+\$", re.DOTALL),  # $math$, $$math$$
 ]
@@ -119,7 +123,9 @@ def problems(template_dir: Path) -> list[str]:
     for pot_path in sorted(template_dir.rglob("*.pot")):
         name = str(pot_path.relative_to(template_dir).with_suffix(""))
         if name not in pos:
-            found.append(f"{name}: no catalogue locales/{LANGUAGE}/LC_MESSAGES/{name}.po (run: python _ext/i18n.py update)")
+            found.append(
+                f"{name}: no catalogue locales/{LANGUAGE}/LC_MESSAGES/{name}.po (run: python _ext/i18n.py update)"
+            )
             continue
         po = {e.msgid: e for e in polib.pofile(str(pos[name])) if not e.obsolete}
         for entry in polib.pofile(str(pot_path)):
@@ -144,7 +150,11 @@ def check() -> int:
         found = problems(extract(Path(tmp)))
     for line in found:
         print(line)
-    print(f"{len(found)} problem(s) in the {LANGUAGE} catalogues" if found else f"{LANGUAGE}: every message translated")
+    print(
+        f"{len(found)} problem(s) in the {LANGUAGE} catalogues"
+        if found
+        else f"{LANGUAGE}: every message translated"
+    )
     return 1 if found else 0
 
 

@@ -129,7 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-batch", type=int, default=12)
     parser.add_argument("--cpu-steps", type=int, default=5, help="steps per round")
-    parser.add_argument("--cpu-rounds", type=int, default=8)
+    parser.add_argument("--cpu-rounds", type=int, default=30)
     parser.add_argument("--gpu-batch", type=int, default=16)
     parser.add_argument("--gpu-steps", type=int, default=20, help="steps per round")
     parser.add_argument(

@@ -245,11 +245,7 @@ def main() -> None:
                  "label": yv.tolist()},
     }  # fmt: skip
     if args.stage == "select":
-        grid = [
-            (pool, recipe)
-            for pool in ("last", "mean")
-            for recipe in RECIPES
-        ]
+        grid = [(pool, recipe) for pool in ("last", "mean") for recipe in RECIPES]
         if args.part in (None, 0):
             result["probes"] = probes(model, tok, x, y, xv, yv, None)
             print(

@@ -200,7 +200,9 @@ def _operate(control) -> str:
 def test_every_explorer_responds_offline(server, browser):
     pages = [p for p in _pages() if "widget-state+json" in (HTML / p).read_text(encoding="utf-8")]
     chapters = sorted(HTML.glob("chapters/*.html")) + sorted(HTML.glob("zh/chapters/*.html"))
-    assert len(pages) >= 24, f"every chapter of both editions has an explorer with its state embedded; found {pages}"
+    assert len(pages) >= 24, (
+        f"every chapter of both editions has an explorer with its state embedded; found {pages}"
+    )
     problems: list[str] = []
     for html in chapters:
         size = html.stat().st_size

@@ -292,7 +292,9 @@ def test_default_head_is_small_random_and_the_first_gradient_reaches_the_backbon
             assert torch.count_nonzero(w) == 0
         assert torch.count_nonzero(clf.head.bias) == 0
         clf(x, y)[1].backward()
-        backbone_grads = [p.grad for n, p in clf.named_parameters() if p.requires_grad and not n.startswith("head")]
+        backbone_grads = [
+            p.grad for n, p in clf.named_parameters() if p.requires_grad and not n.startswith("head")
+        ]
         grads[head_std] = sum(0.0 if g is None else g.abs().sum().item() for g in backbone_grads)
     assert grads[0.02] > 0  # through a random head the backbone (or LoRA's B) learns from the first step
     assert grads[0.0] == 0  # through a zero head it gets no gradient at all
