@@ -242,7 +242,7 @@ class GPTClassifier(nn.Module):
             apply_lora(backbone, r, alpha, targets)
         else:
             backbone.requires_grad_(mode == "full")
-        if head_std > 0:  # small and random: the loss starts near ln 2 (ln k), and the backbone learns at once
+        if head_std > 0:  # small and random: the loss starts near ln 2, the backbone learns at once
             nn.init.normal_(self.head.weight, std=head_std)
         else:  # zero: the loss starts at ln 2 (ln k) exactly, and only the head gets a first gradient
             nn.init.zeros_(self.head.weight)
