@@ -3,8 +3,9 @@
 The task comes from the corpus itself: is a passage from a comedy or a tragedy? Passages are cut from
 whole plays of one split, so no play is on both sides of the train/validation split. A linear head
 reads the mean of the final hidden states of all positions (by default), or the hidden state of the
-*last* token, the only position that has seen the whole passage through the causal mask. Three ways to train: ``"frozen"`` (only the head), ``"full"`` (every weight) and
-``"lora"`` (the head plus low-rank updates of the attention projections, Hu et al. 2022).
+*last* token, the only position that has seen the whole passage through the causal mask. Three ways
+to train: ``"frozen"`` (only the head), ``"full"`` (every weight) and ``"lora"`` (the head plus
+low-rank updates of the attention projections, Hu et al. 2022).
 """
 
 from __future__ import annotations
