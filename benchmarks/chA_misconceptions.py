@@ -318,9 +318,14 @@ def main() -> None:
             {k: v for k, v in run.items() if k not in ("train_loss", "future_hidden_nll", "sample")},
             flush=True,
         )
+    # the seeds' comparison (--seeds) is a separate measurement kept in the same file
+    kept = {}
+    if os.path.exists(args.out):
+        kept = {k: v for k, v in json.loads(Path(args.out).read_text()).items() if k == "blanks_by_seed"}
     write_json(
         args.out,
         {
+            **kept,
             **run_info(started),
             "shape": SHAPE,
             "steps": args.steps,

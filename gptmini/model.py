@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -473,14 +474,22 @@ class GPT(nn.Module):
         return state
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``directory/model.safetensors`` and ``directory/config.json``; return the directory."""
+        """Write ``directory/model.safetensors`` and ``directory/config.json``; return the directory.
+
+        Each file is written beside its final name and renamed over it, so an interrupted save leaves
+        every file either old or new, never half written. The weights also carry the config in their
+        metadata: :meth:`load` refuses a pair of files from two different saves.
+        """
         from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self._saved_state().items()}
-        save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt", "library": "gptmini"})
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        config = self.config.to_dict()
+        metadata = {"format": "pt", "library": "gptmini", "config": json.dumps(config, sort_keys=True)}
+        _write_replacing(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=metadata))
+        text = json.dumps(config, indent=2) + "\n"
+        _write_replacing(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
         return directory
 
     @classmethod
@@ -494,6 +503,7 @@ class GPT(nn.Module):
         config = _read_config(directory / CONFIG_NAME)
         device = _load_device(map_location)
         state = _read_weights(directory / WEIGHTS_NAME, device)
+        _check_same_save(directory, config)
         dtype = next(iter(state.values())).dtype if state else None  # keep the saved precision
         model = cls(config).to(device=device, dtype=dtype)
         expected = model._saved_state()
@@ -589,6 +599,38 @@ def _load_device(map_location) -> torch.device:
             f"map_location {map_location!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
         )
     return device
+
+
+def _write_replacing(path: Path, write) -> None:
+    """``write(tmp)`` into a file beside ``path``, flushed to disk, then renamed over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_same_save(directory: Path, config: GPTConfig) -> None:
+    """The config stored in the weights' metadata (by GPT.save) must be config.json's."""
+    from safetensors import safe_open
+
+    with safe_open(directory / WEIGHTS_NAME, framework="pt") as f:
+        stored = (f.metadata() or {}).get("config")
+    if stored is None:  # written before the config was stored with the weights, or by another tool
+        return
+    try:
+        saved = GPTConfig.from_dict(json.loads(stored)).to_dict()
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{directory / WEIGHTS_NAME}: its stored config is unreadable: {err}") from None
+    if saved != config.to_dict():
+        diff = sorted(k for k in saved if saved[k] != config.to_dict().get(k))
+        raise ValueError(
+            f"{directory}: {CONFIG_NAME} and {WEIGHTS_NAME} come from different saves (they disagree on "
+            f"{', '.join(diff)}); an interrupted or mixed save: save the model again"
+        )
 
 
 def _read_weights(path: Path, device: torch.device) -> dict[str, torch.Tensor]:

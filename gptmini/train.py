@@ -73,10 +73,11 @@ class TrainConfig:
     checkpoint_interval: int | None = None  # also save every N steps (needs out_dir)
     progress: bool = True
     optimizer: str = "adamw"  # "adamw" | "muon": torch.optim.Muon on the blocks' matrices, AdamW elsewhere
+    muon_ns_steps: int = 5  # Newton–Schulz iterations per Muon step (torch's default, as Jordan et al.)
 
     def __post_init__(self) -> None:
         check_field_types(self)  # bool is bool, int is int, floats finite: for every field
-        for name in ("max_steps", "batch_size", "grad_accum_steps"):
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "muon_ns_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "eval_interval", "weight_decay", "grad_clip", "min_lr"):
@@ -123,8 +124,8 @@ def make_optimizer(model: GPT, tc: TrainConfig, device_type: str = "cpu"):
     """The optimizer ``tc.optimizer`` names: AdamW (``GPT.configure_optimizer``), or Muon with AdamW.
 
     Muon (Jordan et al. 2024) takes the 2-D weight matrices of the blocks (attention and MLP) and
-    replaces each one's momentum by the nearest semi-orthogonal matrix (a few Newton–Schulz steps): all
-    its singular values about 1, so every direction of the matrix moves by the same amount. Embeddings,
+    replaces each one's momentum by the nearest semi-orthogonal matrix (``muon_ns_steps`` Newton–Schulz
+    iterations): all its singular values about 1, so every direction of the matrix moves by the same amount. Embeddings,
     the LM head, norm gains and biases are not such matrices (a lookup table, a vector) and stay with
     AdamW, weight decay on the tables and head only, as ``configure_optimizer`` does.
 
@@ -143,7 +144,11 @@ def make_optimizer(model: GPT, tc: TrainConfig, device_type: str = "cpu"):
     in_muon = {id(p) for p in matrices}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in in_muon]
     muon = torch.optim.Muon(
-        matrices, lr=tc.learning_rate, weight_decay=tc.weight_decay, adjust_lr_fn="match_rms_adamw"
+        matrices,
+        lr=tc.learning_rate,
+        weight_decay=tc.weight_decay,
+        ns_steps=tc.muon_ns_steps,
+        adjust_lr_fn="match_rms_adamw",
     )
     groups = [
         {"params": [p for p in rest if p.dim() >= 2], "weight_decay": tc.weight_decay},  # wte, wpe, head

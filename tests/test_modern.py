@@ -368,6 +368,30 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest(kw):
     assert muon.param_groups[0]["adjust_lr_fn"] == "match_rms_adamw"
 
 
+def test_muon_ns_steps_reach_torch_muon_and_change_the_update():
+    assert make_optimizer(make(), muon_config()).optimizers[0].param_groups[0]["ns_steps"] == 5
+    updates = {}
+    for steps in (1, 3):
+        model = make()
+        opt = make_optimizer(model, muon_config(muon_ns_steps=steps))
+        assert opt.optimizers[0].param_groups[0]["ns_steps"] == steps
+        w = model.transformer.h[0].mlp.c_fc.weight
+        before = w.detach().clone()
+        idx = torch.randint(0, 29, (4, 12), generator=torch.Generator().manual_seed(0))
+        model(idx, idx)[1].backward()
+        opt.step()
+        updates[steps] = torch.linalg.svdvals(w.detach() - before)
+    # more iterations bring the singular values of the update closer together (toward orthogonal)
+    spread = {k: (v.max() / v.min()).item() for k, v in updates.items()}
+    assert spread[3] < spread[1], spread
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "5"])
+def test_muon_ns_steps_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match="muon_ns_steps"):
+        TrainConfig(optimizer="muon", muon_ns_steps=bad)
+
+
 def test_muon_update_has_adamw_sized_rms():
     """match_rms_adamw: lr·0.2·√max(A, B) on an orthogonalised update of RMS 1/√max(A, B) -> RMS 0.2·lr."""
     model = make(n_embd=64, n_head=4).train()

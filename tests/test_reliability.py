@@ -575,6 +575,42 @@ def test_trainer_json_problems_are_errors_naming_the_file(tokens, tmp_path):
         Trainer.resume(tmp_path / "c", tokens, tokens, max_stepz=3)
 
 
+def test_gpt_save_interrupted_in_either_file_leaves_a_loadable_model(tmp_path, monkeypatch):
+    """GPT.save alone (no Trainer): each file is replaced whole, so an interrupt keeps the old one."""
+    old, new = GPT(GPTConfig(**TINY)), GPT(GPTConfig(**(TINY | dict(dropout=0.1))))
+    torch.manual_seed(1)
+    new.apply(new._init_weights)
+    old.save(tmp_path)
+    real_save_file = safetensors.torch.save_file
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", interrupted)  # during the weights
+    with pytest.raises(KeyboardInterrupt):
+        new.save(tmp_path)
+    loaded = GPT.load(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), old.state_dict().values(), strict=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]  # no temp left
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save_file)
+    monkeypatch.setattr(Path, "write_text", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # new weights written, interrupted during config.json
+        new.save(tmp_path)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="different saves.*dropout"):
+        GPT.load(tmp_path)  # new weights with the old config: refused, not loaded with dropout 0
+    new.save(tmp_path)
+    assert GPT.load(tmp_path).config == new.config
+
+
+def test_config_json_from_another_save_of_the_same_shape_is_refused(tmp_path):
+    GPT(GPTConfig(**TINY)).save(tmp_path / "a")
+    GPT(GPTConfig(**(TINY | dict(rope_base=500.0, pos_encoding="rope")))).save(tmp_path / "b")
+    shutil.copy(tmp_path / "b" / "config.json", tmp_path / "a" / "config.json")
+    with pytest.raises(ValueError, match="config.json and model.safetensors come from different saves"):
+        GPT.load(tmp_path / "a")
+
+
 def test_saved_configs_hold_every_field(tmp_path):
     GPT(GPTConfig(**TINY)).save(tmp_path)
     assert set(json.loads((tmp_path / "config.json").read_text())) == set(GPTConfig().to_dict())
