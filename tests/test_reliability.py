@@ -590,7 +590,10 @@ def test_gpt_save_interrupted_in_either_file_leaves_a_loadable_model(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         new.save(tmp_path)
     loaded = GPT.load(tmp_path)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), old.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), old.state_dict().values(), strict=True)
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]  # no temp left
     monkeypatch.setattr(safetensors.torch, "save_file", real_save_file)
     monkeypatch.setattr(Path, "write_text", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
