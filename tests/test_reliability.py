@@ -515,7 +515,7 @@ CORRUPTIONS = {
     ),
     "config.json other vocab": (
         lambda d: edit_json(d / "config.json", add={"vocab_size": VOCAB + 1}),
-        "model.safetensors.*shape",
+        "config.json and model.safetensors come from different saves.*vocab_size",
     ),
     "tokenizer.json bad JSON": (lambda d: (d / "tokenizer.json").write_text("{"), "tokenizer.json.*JSON"),
     "tokenizer.json unknown type": (
