@@ -125,9 +125,9 @@ def make_optimizer(model: GPT, tc: TrainConfig, device_type: str = "cpu"):
 
     Muon (Jordan et al. 2024) takes the 2-D weight matrices of the blocks (attention and MLP) and
     replaces each one's momentum by the nearest semi-orthogonal matrix (``muon_ns_steps`` Newton–Schulz
-    iterations): all its singular values about 1, so every direction of the matrix moves by the same amount. Embeddings,
-    the LM head, norm gains and biases are not such matrices (a lookup table, a vector) and stay with
-    AdamW, weight decay on the tables and head only, as ``configure_optimizer`` does.
+    iterations): all its singular values about 1, so every direction of the matrix moves by the same
+    amount. Embeddings, the LM head, norm gains and biases are not such matrices (a lookup table, a
+    vector) and stay with AdamW, weight decay on the tables and head only, as ``configure_optimizer`` does.
 
     The learning rate: an A×B matrix with singular values 1 has entries of RMS 1/√max(A, B), so a
     plain orthogonal step would shrink with the width, while an Adam step has entries of RMS about
