@@ -18,6 +18,10 @@ the nanoGPT recipe's final loss (linear interpolation between the two evaluation
 of that time to the nanoGPT recipe's whole training time, and the record's loss at that whole time
 (it is trained for at most that long: its final loss if it finished sooner).
 
+A recipe with ``compile=True`` is compiled before the clock starts, as modded-nanogpt does
+(:func:`compile_off_the_clock`), by default into a new, empty compiler cache; its scores are also
+reported with the compilation's seconds counted (``counting_compile``).
+
     python benchmarks/speedrun.py --recipe r3 [--threads 2] [--chunks 16]
     python benchmarks/speedrun.py --recipe x_bs24 --threads 1 --scale 0.3 --val-tokens 120000  # a screen
 
@@ -33,6 +37,7 @@ import argparse
 import datetime
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,7 +50,7 @@ from gptmini import data
 from gptmini.data import eval_batches
 from gptmini.model import GPT, GPTConfig
 from gptmini.tokenizer import CharTokenizer
-from gptmini.train import TrainConfig, Trainer
+from gptmini.train import History, TrainConfig, Trainer, make_optimizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SEED = 1337
@@ -83,6 +88,8 @@ def recipes() -> dict[str, dict]:
     r1 = on(x_lin0, "no biases, ReLU² MLP, peak lr 3e-3 decaying linearly to 0 (AdamW)", 1800)
     r2 = on(r1, "r1 with Muon for the blocks' matrices, lr 6e-3", 1450, train=dict(muon, learning_rate=6e-3))
     r4 = on(r2, "r2 in 1,350 steps with a 50-step warmup", 1350, train=dict(warmup_steps=50))
+    r5 = on(r4, "r4 with 64 dimensions (202K parameters), batches of 32, lr 1.2e-2, 1,400 steps", 1400,
+            dict(n_embd=64), dict(batch_size=32, learning_rate=1.2e-2))
     return {
         "nanogpt": nano,  # the reference: nanoGPT's README recipe for a CPU
         "r0": r0,  # the starting point: bench_train.py's gptmini recipe
@@ -91,11 +98,14 @@ def recipes() -> dict[str, dict]:
         "r3": on(r2, "r2 in 1,300 steps, to end within the reference's time", 1300),  # r2's steps overran
         "r4": r4,  # r2 in 1,350 steps with a 50-step warmup: a quicker start
         # a quarter of the parameters on 1.9 times the characters (screened: x_b24 ... x_d64b48)
-        "r5": on(r4, "r4 with 64 dimensions (202K parameters), batches of 32, lr 1.2e-2, 1,400 steps", 1400,
-                 dict(n_embd=64), dict(batch_size=32, learning_rate=1.2e-2)),
+        "r5": r5,
         # the same characters per step in windows of 128: each prediction is evaluated with more context
         "r6": on(r4, "r5 with context 128 in batches of 16 (the same characters per step), 1,300 steps", 1300,
                  dict(n_embd=64, block_size=128), dict(batch_size=16, learning_rate=1.2e-2)),
+        # compiled, the compilation off the clock (compile_off_the_clock): screened as x_c64 and x_c96
+        "r7": on(r5, "r5 compiled (torch.compile), 1,800 steps", 1800, train=dict(compile=True)),
+        "r8": on(r5, "r7 with 96 dimensions (451K parameters), lr 8e-3, 1,050 steps", 1050, dict(n_embd=96),
+                 dict(compile=True, learning_rate=8e-3)),
         "x_lr3": x_lr3,  # rotary, no biases, ReLU², lr 3e-3 with nanoGPT's cosine to a tenth
         "x_lin0": x_lin0,  # x_lr3 decaying linearly to 0 instead
         "x_muon6": on(x_lin0, "x_lin0 with Muon, lr 6e-3, 1,300 steps", 1300, train=dict(muon, learning_rate=6e-3)),
@@ -138,6 +148,22 @@ def recipes() -> dict[str, dict]:
                     dict(n_embd=80), dict(batch_size=32, learning_rate=1e-2)),
         "x_d64b48": on(r4, "x_d64b32 with batches of 48, lr 1.6e-2, 950 steps", 950, dict(n_embd=64),
                        dict(batch_size=48, learning_rate=1.6e-2)),
+        # around r5; x_ctl is r5 itself, rerun in the run of the first five (reproducible: fixed seeds)
+        "x_ctl": on(r5, "r5 again: the control of the screens run with it"),
+        "x_ns3": on(r5, "r5 with 3 Newton-Schulz iterations, 1,500 steps", 1500, train=dict(muon_ns_steps=3)),
+        "x_wd0": on(r5, "r5 without weight decay", train=dict(weight_decay=0.0)),
+        "x_wd2": on(r5, "r5 with weight decay 0.2", train=dict(weight_decay=0.2)),
+        "x_wd3": on(r5, "r5 with weight decay 0.3", train=dict(weight_decay=0.3)),
+        "x_wd5": on(r5, "r5 with weight decay 0.5", train=dict(weight_decay=0.5)),
+        "x_wd8": on(r5, "r5 with weight decay 0.8", train=dict(weight_decay=0.8)),
+        "x_h2": on(r5, "r5 with 2 heads of 32 dimensions", model=dict(n_head=2)),
+        "x_untied": on(r5, "r5 with the head untied from the token embedding", model=dict(tie_weights=False)),
+        # compiled (TrainConfig(compile=True)), the compilation off the clock: compile_off_the_clock
+        "x_c64": on(r5, "r5 compiled, 1,800 steps", 1800, train=dict(compile=True)),
+        "x_c96": on(r5, "r5 with 96 dimensions, lr 8e-3, compiled, 1,100 steps", 1100, dict(n_embd=96),
+                    dict(compile=True, learning_rate=8e-3)),
+        "x_b24d64": on(r5, "r5 with batches of 24, lr 1e-2, 1,800 steps", 1800,
+                       train=dict(batch_size=24, learning_rate=1e-2)),
     }
     # fmt: on
 
@@ -154,6 +180,27 @@ def build(recipe: dict, vocab_size: int, steps: int, train_ids, val_ids, seed: i
     train = dict(recipe["train"], seed=seed, eval_iters=1)
     tc = TrainConfig(max_steps=steps, eval_interval=0, progress=False, device="cpu", **train)
     return Trainer(model, train_ids, val_ids, tc)
+
+
+def compile_off_the_clock(trainer: Trainer, steps: int = 3) -> float:
+    """Compile a ``compile=True`` trainer's model before the clock starts; the seconds it took.
+
+    modded-nanogpt's convention (its ``train_gpt.py``, "warmup the training kernels, then
+    re-initialize the state"): a few steps compile the forward and backward graphs, then the weights,
+    the optimizer (a new one: no moments yet), the batch and dropout generators and the step count are
+    put back, so that the timed run starts exactly where an untouched trainer would.
+    """
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    batches, dropout = trainer.batch_gen.get_state(), torch.get_rng_state()
+    start = time.perf_counter()
+    trainer.train(until=steps)
+    seconds = time.perf_counter() - start
+    trainer.model.load_state_dict(weights)
+    trainer.optimizer = make_optimizer(trainer.model, trainer.tc, trainer.device.type)
+    trainer.batch_gen.set_state(batches)
+    torch.set_rng_state(dropout)
+    trainer.step, trainer.history = 0, History()
+    return seconds
 
 
 def train_chunk(trainer: Trainer, until: int) -> float:
@@ -201,6 +248,11 @@ def loss_at(curve: list[list[float]], seconds: float) -> float:
     return losses[-1] if seconds >= times[-1] else float(np.interp(seconds, times, losses))
 
 
+def on_clock(curve: list[list[float]], seconds: float) -> list[list[float]]:
+    """``curve`` with ``seconds`` (a compilation before the first step) added to every time."""
+    return [[step, round(t + seconds, 2), loss] for step, t, loss in curve]
+
+
 COMPARED = ("seconds_to_target", "ratio", "loss_at_nanogpt_seconds", "gap")
 
 
@@ -225,6 +277,9 @@ def run(args: argparse.Namespace) -> dict:
     names = ["nanogpt", *args.recipe]
     steps = {name: round(table[name]["steps"] * args.scale) for name in names}
     runs = {name: build(table[name], tok.vocab_size, steps[name], train_ids, val_ids) for name in names}
+    if not args.warm_compile_cache:  # compile from nothing, as on a reader's first run
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="speedrun-inductor-")
+    compile_seconds = {name: round(compile_off_the_clock(t), 1) for name, t in runs.items() if t.tc.compile}
     params = {name: t.model.num_params() for name, t in runs.items()}
     for name in args.recipe:
         if params[name] > params["nanogpt"]:
@@ -263,7 +318,18 @@ def run(args: argparse.Namespace) -> dict:
                 "seconds": round(seconds[name], 2),
                 "final_val_loss": curves[name][-1][2],
                 "curve": curves[name],
+                "compile_seconds": compile_seconds.get(name, 0.0),  # not on the training clock
                 **({} if name == "nanogpt" else compare(curves[name], target, base_seconds)),
+                # the same scores with the compilation on the clock, before the first step
+                **(
+                    {
+                        "counting_compile": compare(
+                            on_clock(curves[name], compile_seconds[name]), target, base_seconds
+                        )
+                    }
+                    if name in compile_seconds and name != "nanogpt"
+                    else {}
+                ),
             }
             for name in runs
         },
@@ -310,6 +376,7 @@ def record_rows() -> list[dict]:
                 "loss_at_nanogpt_seconds": v["loss_at_nanogpt_seconds"], "gap": v["gap"], "target": r["target_loss"],
                 "nanogpt_seconds": r["nanogpt_seconds"], "threads": r["machine"]["threads"],
                 "load_start": r["load_average_start"][0], "load_end": r["load_average_end"][0],
+                "compile_seconds": v.get("compile_seconds", 0.0), "counting_compile": v.get("counting_compile"),
             })  # fmt: skip
     return rows
 
@@ -318,6 +385,11 @@ def write_table() -> None:
     """results/speedrun_records.md, and results/speedrun.json: the last record's run with the table."""
     rows = record_rows()
     fmt = lambda x, f: "never" if x is None else format(x, f)  # noqa: E731
+
+    def compiled(w: dict) -> str:
+        c = w.get("counting_compile")
+        return "-" if not c else f"{w['compile_seconds']:.1f}; {fmt(c['ratio'], '.3f')}, {c['gap']:+.4f}"
+
     lines = [
         "# CPU speedrun records (benchmarks/speedrun.py)",
         "",
@@ -326,13 +398,15 @@ def write_table() -> None:
         "(the end of the run) were trained in the same run.",
         "",
         "| record | date | change | params | steps, s | nanoGPT: s, loss | time to target (s) | fraction "
-        "| loss at nanoGPT's time | below target | threads, load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| loss at nanoGPT's time | below target | compilation (off the clock): s; fraction, below with it "
+        "| threads, load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *(
             f"| {w['recipe']} | {w['date']} | {w['change']} | {w['params']:,} | {w['steps']}, {w['seconds']:.0f} "
             f"| {w['nanogpt_seconds']:.0f}, "
             f"{w['target']:.4f} | {fmt(w['seconds_to_target'], '.1f')} | {fmt(w['ratio'], '.3f')} | "
-            f"{w['loss_at_nanogpt_seconds']:.4f} | {w['gap']:+.4f} | {w['threads']}, {w['load_start']:.2f} |"
+            f"{w['loss_at_nanogpt_seconds']:.4f} | {w['gap']:+.4f} | {compiled(w)} | {w['threads']}, "
+            f"{w['load_start']:.2f} |"
             for w in rows
         ),
     ]
@@ -384,6 +458,11 @@ def main() -> None:
         "--val-tokens", type=int, default=0, help="evaluate on the first N val tokens (screens)"
     )
     parser.add_argument(
+        "--warm-compile-cache",
+        action="store_true",
+        help="let torch.compile reuse its cache on disk (default: a new, empty cache for the run)",
+    )
+    parser.add_argument(
         "--table-only", action="store_true", help="only rebuild the table from the saved runs"
     )
     args = parser.parse_args()
@@ -401,7 +480,9 @@ def main() -> None:
             v = result["recipes"][name]
             screens[f"{name}@{args.scale}"] = {
                 **{k: v[k] for k in ("change", "params", "steps", "seconds", "seconds_to_target", "ratio")},
+                "final_val_loss": v["final_val_loss"],
                 **{k: v[k] for k in ("loss_at_nanogpt_seconds", "gap")},
+                "compile_seconds": v.get("compile_seconds", 0.0), "counting_compile": v.get("counting_compile"),
                 "scale": args.scale, "val_tokens": result["val_tokens"], "target": result["target_loss"],
                 "nanogpt_seconds": result["nanogpt_seconds"], "threads": args.threads,
                 "load_start": result["load_average_start"][0], "date": result["date"],

@@ -67,7 +67,8 @@ class TrainConfig:
     eval_iters: int | None = 20  # random batches per estimate; None: the whole split, in order
     seed: int = 1337
     device: str | None = None  # None: gptmini.auto_device()
-    dtype: str = "auto"  # auto: bf16 autocast on CUDA where supported, else fp16 + GradScaler; fp32 on CPU
+    dtype: str = "auto"  # auto: bf16 autocast on CUDA (fp16 + GradScaler without bf16), fp32 on the CPU;
+    # "bfloat16" / "float16" autocast on the CPU as well
     compile: bool = False
     out_dir: str | None = None
     checkpoint_interval: int | None = None  # also save every N steps (needs out_dir)
@@ -271,13 +272,20 @@ class Trainer:
         self.net = net
 
     def _precision(self):
+        """Autocast and loss scaler for ``tc.dtype``: "auto" is 16-bit on CUDA only, a named dtype anywhere."""
         kind, dtype = self.device.type, self.tc.dtype
-        if kind != "cuda" or dtype == "float32":
-            return contextlib.nullcontext(), None
         if dtype == "auto":
+            if kind != "cuda":  # the CPU trains in float32 unless a 16-bit dtype is named
+                return contextlib.nullcontext(), None
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        amp = torch.autocast("cuda", dtype=getattr(torch, dtype))
-        scaler = torch.amp.GradScaler("cuda") if dtype == "float16" else None
+        if dtype == "float32":
+            return contextlib.nullcontext(), None
+        if kind not in ("cuda", "cpu"):
+            raise ValueError(
+                f"dtype {dtype!r} autocasts on CUDA and the CPU, not on {kind}: use 'float32' or 'auto'"
+            )
+        amp = torch.autocast(kind, dtype=getattr(torch, dtype))
+        scaler = torch.amp.GradScaler(kind) if dtype == "float16" else None  # float16's short range
         return amp, scaler
 
     def _batch(self, generator: torch.Generator, data: np.ndarray):

@@ -158,3 +158,29 @@ def test_gradient_norm_is_recorded_before_clipping(tokens):
 def test_no_clipping_still_records_the_gradient_norm(tokens):
     h = Trainer(tiny_model(), tokens, None, config(grad_clip=0.0, max_steps=3)).train()
     assert len(h.grad_norm) == 3 and all(math.isfinite(g) and g > 0 for g in h.grad_norm)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_named_16_bit_dtype_autocasts_on_the_cpu(tokens, dtype):
+    """dtype="bfloat16" or "float16" on the CPU trains in that precision; it used to train in float32."""
+    trainer = Trainer(tiny_model(), tokens, tokens, config(dtype=dtype, max_steps=4, eval_interval=0))
+    x, y = get_batch(tokens, 4, 8, torch.Generator().manual_seed(0))
+    with trainer.autocast:
+        logits, _ = trainer.model(x, y)
+    assert logits.dtype == getattr(torch, dtype)
+    assert (trainer.scaler is not None) == (dtype == "float16")  # float16's short range needs loss scaling
+    h = trainer.train()
+    assert len(h.train_loss) == 4 and all(math.isfinite(loss) for loss in h.train_loss)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # the weights stay float32
+    # not the float32 run: the 16-bit products change the losses
+    h32 = Trainer(tiny_model(), tokens, tokens, config(dtype="float32", max_steps=4, eval_interval=0)).train()
+    assert h.train_loss != h32.train_loss
+
+
+@pytest.mark.parametrize("dtype", ["auto", "float32"])
+def test_auto_and_float32_train_in_float32_on_the_cpu(tokens, dtype):
+    trainer = Trainer(tiny_model(), tokens, tokens, config(dtype=dtype))
+    x, _ = get_batch(tokens, 4, 8, torch.Generator().manual_seed(0))
+    with trainer.autocast:
+        logits, _ = trainer.model(x)
+    assert logits.dtype == torch.float32 and trainer.scaler is None
