@@ -1,7 +1,27 @@
 """Fixtures shared by test modules."""
 
+import signal
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_as_in_a_terminal():
+    """SIGINT raises KeyboardInterrupt during each test, as in a terminal, even where the tests run with
+    SIGINT ignored (a job a script starts in the background, or under nohup, inherits it ignored;
+    the Trainer then rightly ignores Ctrl-C too, and the tests of Ctrl-C could not send one)."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def sigint_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a subprocess: SIGINT to its default action, whatever this process inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import torch
 
 import gptmini.__main__ as cli
 import gptmini.train
+from conftest import sigint_as_in_a_terminal
 from gptmini import GPT, CharTokenizer, GPTConfig
 from gptmini.__main__ import load_config, main
 from gptmini.train import TrainConfig, Trainer
@@ -306,10 +307,14 @@ def test_sigint_to_the_cli_process_saves_and_exits_130(tmp_path):
     run = tmp_path / "run"
     argv = [sys.executable, "-m", "gptmini", "train", "--config", CONFIG, *TINY, "--out_dir", str(run)]
     argv[argv.index("--max_steps") + 1] = "100000"
+    argv += ["--checkpoint_interval", "1"]  # a checkpoint after every step: a sign that training runs
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=sigint_as_in_a_terminal)  # fmt: skip
     assert "parameters" in proc.stdout.readline()  # training starts right after this line
-    time.sleep(2)
+    deadline = time.monotonic() + 120  # however busy the machine, interrupt only once a step is done
+    while not (run / "trainer.json").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

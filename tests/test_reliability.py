@@ -21,6 +21,7 @@ import safetensors.torch
 import torch
 
 import gptmini.train
+from conftest import sigint_as_in_a_terminal
 from gptmini import GPT, CharTokenizer, GPTConfig
 from gptmini.checkpoints import load_checkpoint, load_tokenizer
 from gptmini.finetune import GPTClassifier, finetune
@@ -234,6 +235,18 @@ def test_ctrl_c_saves_even_without_checkpoint_interval_and_a_second_one_is_immed
     without_dir.model.register_forward_pre_hook(sigint_when(lambda m: True))
     with pytest.raises(TrainingInterrupted, match="nothing saved"):
         without_dir.train()
+
+
+def test_an_ignored_ctrl_c_stays_ignored(tokens):
+    """Under nohup, or in a job a script starts in the background, SIGINT is ignored: so is it here."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run = Trainer(tiny_model(), tokens, tokens, config())
+        run.model.register_forward_pre_hook(sigint_when(lambda m: run.step == 1))
+        assert run.train().steps[-1] == run.tc.max_steps - 1  # trained to the end
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # and left ignored
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def test_checkpoints_hold_the_tokenizer_and_keep_a_readme(tokens, tmp_path):
@@ -721,7 +734,9 @@ def test_ctrl_c_on_one_ddp_rank_stops_every_rank_after_the_same_step(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     argv = [torchrun, "--standalone", "--nproc_per_node=2", str(script), str(run)]
-    subprocess.run(argv, check=True, env=env, capture_output=True, timeout=120)
+    subprocess.run(
+        argv, check=True, env=env, capture_output=True, timeout=120, preexec_fn=sigint_as_in_a_terminal
+    )
     stops = [(tmp_path / f"run-rank{r}").read_text() for r in (0, 1)]
     assert stops == ["2", "2"]
     assert json.loads((run / "trainer.json").read_text())["step"] == 2
