@@ -148,7 +148,8 @@ def recipes() -> dict[str, dict]:
                     dict(n_embd=80), dict(batch_size=32, learning_rate=1e-2)),
         "x_d64b48": on(r4, "x_d64b32 with batches of 48, lr 1.6e-2, 950 steps", 950, dict(n_embd=64),
                        dict(batch_size=48, learning_rate=1.6e-2)),
-        # around r5; x_ctl is r5 itself, rerun in the run of the first five (reproducible: fixed seeds)
+        # around r5; x_ctl (r5 itself) ran with x_ns3, x_wd0, x_h2, x_untied and x_b24d64, x_wd2-8 in a run of
+        # their own (the training reproduces with fixed seeds: final losses compare across runs)
         "x_ctl": on(r5, "r5 again: the control of the screens run with it"),
         "x_ns3": on(r5, "r5 with 3 Newton-Schulz iterations, 1,500 steps", 1500, train=dict(muon_ns_steps=3)),
         "x_wd0": on(r5, "r5 without weight decay", train=dict(weight_decay=0.0)),
@@ -158,12 +159,12 @@ def recipes() -> dict[str, dict]:
         "x_wd8": on(r5, "r5 with weight decay 0.8", train=dict(weight_decay=0.8)),
         "x_h2": on(r5, "r5 with 2 heads of 32 dimensions", model=dict(n_head=2)),
         "x_untied": on(r5, "r5 with the head untied from the token embedding", model=dict(tie_weights=False)),
+        "x_b24d64": on(r5, "r5 with batches of 24, lr 1e-2, 1,800 steps", 1800,
+                       train=dict(batch_size=24, learning_rate=1e-2)),
         # compiled (TrainConfig(compile=True)), the compilation off the clock: compile_off_the_clock
         "x_c64": on(r5, "r5 compiled, 1,800 steps", 1800, train=dict(compile=True)),
         "x_c96": on(r5, "r5 with 96 dimensions, lr 8e-3, compiled, 1,100 steps", 1100, dict(n_embd=96),
                     dict(compile=True, learning_rate=8e-3)),
-        "x_b24d64": on(r5, "r5 with batches of 24, lr 1e-2, 1,800 steps", 1800,
-                       train=dict(batch_size=24, learning_rate=1e-2)),
     }
     # fmt: on
 
