@@ -278,13 +278,13 @@ def run(args: argparse.Namespace) -> dict:
     names = ["nanogpt", *args.recipe]
     steps = {name: round(table[name]["steps"] * args.scale) for name in names}
     runs = {name: build(table[name], tok.vocab_size, steps[name], train_ids, val_ids) for name in names}
-    if not args.warm_compile_cache:  # compile from nothing, as on a reader's first run
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="speedrun-inductor-")
-    compile_seconds = {name: round(compile_off_the_clock(t), 1) for name, t in runs.items() if t.tc.compile}
     params = {name: t.model.num_params() for name, t in runs.items()}
     for name in args.recipe:
         if params[name] > params["nanogpt"]:
             raise ValueError(f"{name} has {params[name]:,} parameters, over nanoGPT's {params['nanogpt']:,}")
+    if not args.warm_compile_cache:  # compile from nothing, as on a reader's first run
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="speedrun-inductor-")
+    compile_seconds = {name: round(compile_off_the_clock(t), 1) for name, t in runs.items() if t.tc.compile}
     curves: dict[str, list[list[float]]] = {name: [] for name in runs}  # [step, train seconds, full val]
     seconds = dict.fromkeys(runs, 0.0)
     load_start, wall_start = os.getloadavg(), time.perf_counter()
